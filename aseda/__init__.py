@@ -1,0 +1,71 @@
+"""aseda: the Staged Event-Driven Architecture (SEDA) for asyncio and trio, on anyio.
+
+A service is a graph of stages joined by bounded event queues. Each stage has a handler, a
+queue, a pool of workers (tasks, or threads for blocking handlers) and an error policy.
+"""
+
+from ._errors import Abandoned as Abandoned
+from ._errors import AsedaError as AsedaError
+from ._errors import ConfigError as ConfigError
+from ._errors import Dropped as Dropped
+from ._errors import GraphClosed as GraphClosed
+from ._errors import GraphError as GraphError
+from ._errors import Rejected as Rejected
+from ._errors import RoutingError as RoutingError
+from ._graph import Edge as Edge
+from ._graph import Flow as Flow
+from ._graph import Graph as Graph
+from ._outputs import DROP as DROP
+from ._outputs import DeadLetter as DeadLetter
+from ._outputs import Failure as Failure
+from ._outputs import Many as Many
+from ._outputs import To as To
+from ._queue import UNBOUNDED as UNBOUNDED
+from ._queue import QueueStatistics as QueueStatistics
+from ._runtime import RunningGraph as RunningGraph
+from ._script import run as run
+from ._stage import DEFAULT_CAPACITY as DEFAULT_CAPACITY
+from ._stage import Stage as Stage
+from ._stage import stage as stage
+from ._stats import GraphStats as GraphStats
+from ._stats import StageStats as StageStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "DROP",
+    "UNBOUNDED",
+    "Abandoned",
+    "AsedaError",
+    "ConfigError",
+    "DeadLetter",
+    "Dropped",
+    "Edge",
+    "Failure",
+    "Flow",
+    "Graph",
+    "GraphClosed",
+    "GraphError",
+    "GraphStats",
+    "Many",
+    "QueueStatistics",
+    "Rejected",
+    "RoutingError",
+    "RunningGraph",
+    "Stage",
+    "StageStats",
+    "To",
+    "run",
+    "stage",
+]
+
+# Public objects report the package, not the private module they live in.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("aseda._"):
+        try:
+            _obj.__module__ = "aseda"
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

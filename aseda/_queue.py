@@ -1,0 +1,152 @@
+"""A stage's bounded event queue.
+
+Shaped like anyio's memory object stream (bounded buffer, waiting senders and receivers, an
+immutable ``statistics()`` record), with three differences a stage needs:
+
+* putting and taking never checkpoint when they need not wait, so an event moves between
+  stages without a scheduler round trip (anyio's ``send()``/``receive()`` always take one);
+* workers take events straight from the buffer, so a busy stage drains its queue in a tight
+  loop and yields only at chunk boundaries;
+* later policies (drop-oldest, LIFO service, atomic batches) need the buffer itself, which a
+  memory object stream hides.
+
+Waiting uses :class:`anyio.Event`, so the queue works on every anyio backend.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+__all__ = ["EventQueue", "QueueStatistics"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatistics:
+    """A snapshot of one event queue."""
+
+    #: events waiting in the queue
+    length: int
+    #: the most events the queue holds (``math.inf`` when unbounded)
+    capacity: float
+    #: events put into the queue since the run began
+    admitted: int
+    #: events refused because the queue was full
+    rejected: int
+    #: tasks waiting for room (backpressure)
+    tasks_waiting_put: int
+    #: workers waiting for an event
+    tasks_waiting_get: int
+
+
+class EventQueue:
+    """A bounded FIFO of events with non-checkpointing fast paths.
+
+    Not thread-safe: every method runs on the event loop thread.
+    """
+
+    __slots__ = ("admitted", "buffer", "capacity", "closed", "getters", "putters", "rejected")
+
+    def __init__(self, capacity: float) -> None:
+        self.capacity = capacity
+        self.buffer: deque[Any] = deque()
+        # Events of idle workers; a put wakes one.
+        self.getters: list[anyio.Event] = []
+        # Events of tasks waiting for room; taking an event wakes one.
+        self.putters: deque[anyio.Event] = deque()
+        self.closed = False
+        self.admitted = 0
+        self.rejected = 0
+
+    def __len__(self) -> int:
+        return len(self.buffer)
+
+    def put_nowait(self, item: Any) -> bool:
+        """Append ``item`` if there is room; return whether it was admitted."""
+        if len(self.buffer) < self.capacity:
+            self.buffer.append(item)
+            self.admitted += 1
+            if self.getters:
+                self.getters.pop().set()
+            return True
+        return False
+
+    def put_overflow(self, item: Any) -> None:
+        """Append ``item`` even past capacity (events re-entering through a cycle)."""
+        self.buffer.append(item)
+        self.admitted += 1
+        if self.getters:
+            self.getters.pop().set()
+
+    async def wait_for_room(self) -> None:
+        """Wait until the queue may have room (or is closed); the caller then retries."""
+        event = anyio.Event()
+        self.putters.append(event)
+        try:
+            await event.wait()
+        except BaseException:
+            # Pass the wake-up on if we were cancelled after being woken.
+            if event.is_set():
+                self.wake_putter()
+            else:
+                self.putters.remove(event)
+            raise
+
+    async def wait_for_event(self) -> None:
+        """Wait until the queue may hold an event (or is closed, or a worker is retired)."""
+        event = anyio.Event()
+        self.getters.append(event)
+        try:
+            await event.wait()
+        except BaseException:
+            if event.is_set():
+                if self.buffer:
+                    self.wake_getter()
+            else:
+                self.getters.remove(event)
+            raise
+
+    def wake_putter(self) -> None:
+        """Wake the longest-waiting sender, if any."""
+        if self.putters:
+            self.putters.popleft().set()
+
+    def wake_getter(self) -> None:
+        """Wake one idle worker, if any."""
+        if self.getters:
+            self.getters.pop().set()
+
+    def wake_all(self) -> None:
+        """Wake every waiting worker and sender (close, retire, drain)."""
+        # Mutate in place: workers hold references to these containers.
+        getters = self.getters[:]
+        self.getters.clear()
+        for event in getters:
+            event.set()
+        putters = list(self.putters)
+        self.putters.clear()
+        for event in putters:
+            event.set()
+
+    def close(self) -> None:
+        """Stop serving: idle workers exit once the buffer is empty."""
+        self.closed = True
+        self.wake_all()
+
+    def statistics(self) -> QueueStatistics:
+        """Return a snapshot of the queue."""
+        return QueueStatistics(
+            length=len(self.buffer),
+            capacity=self.capacity,
+            admitted=self.admitted,
+            rejected=self.rejected,
+            tasks_waiting_put=len(self.putters),
+            tasks_waiting_get=len(self.getters),
+        )
+
+
+UNBOUNDED = math.inf

@@ -60,12 +60,9 @@ __all__ = [
     "stage",
 ]
 
-# Public objects report the package, not the private module they live in.
+# Public classes and functions report the package, not the private module they live in.
 for _name in __all__:
     _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("aseda._"):
-        try:
-            _obj.__module__ = "aseda"
-        except (AttributeError, TypeError):
-            pass
+    if isinstance(_obj, type) or (callable(_obj) and hasattr(_obj, "__code__")):
+        _obj.__module__ = __name__
 del _name, _obj

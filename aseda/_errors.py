@@ -48,7 +48,7 @@ class GraphError(ConfigError):
 class Rejected(AsedaError):
     """A stage refused an event at its queue: the event was not admitted.
 
-    Raised by ``send_nowait()`` (and by ``call_nowait()``) when the stage's queue is full
+    Raised by ``send_nowait()`` and ``call(event, wait=False)`` when the stage's queue is full
     (reason ``"queue full"``). The event is counted in the stage's ``rejected`` statistic and
     is not in the graph: retrying it is safe. It is not raised by ``send()``, which waits for
     room instead, nor for an event that was admitted and failed later in a handler.

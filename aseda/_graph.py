@@ -89,6 +89,10 @@ class Flow:
         return cls(stages, [source], [source], routes=[(source, t) for t in targets])
 
     def __rshift__(self, other: Any) -> Flow:
+        return self.then(other)
+
+    def then(self, other: Any) -> Flow:
+        """``self >> other``: every tail of this flow feeds every head of ``other``."""
         right = Flow.of(other)
         joined = [(a, b) for a in self.tails for b in right.heads]
         return Flow(
@@ -100,7 +104,7 @@ class Flow:
         )
 
     def __rrshift__(self, other: Any) -> Flow:
-        return Flow.of(other) >> self
+        return Flow.of(other).then(self)
 
     def __repr__(self) -> str:
         return f"<aseda.Flow {' '.join(s.name for s in self.stages)}>"
@@ -129,7 +133,9 @@ class Graph:
             in the graph; a stage cannot be reached from the entry or any other source.
     """
 
-    def __init__(self, *parts: Stage | Flow | Sequence[Stage | Flow], entry: Stage | str | None = None) -> None:
+    def __init__(
+        self, *parts: Stage | Flow | Sequence[Stage | Flow], entry: Stage | str | None = None
+    ) -> None:
         if not parts:
             raise GraphError("a graph needs at least one stage")
         flows = [Flow.of(p) for p in parts]

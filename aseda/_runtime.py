@@ -112,7 +112,9 @@ class _StageRun:
     def set_workers(self, tg: TaskGroup, count: int) -> None:
         low, high = self.stage.workers_min, self.stage.workers_max
         if isinstance(count, bool) or not isinstance(count, int) or not low <= count <= high:
-            raise ConfigError(f"stage {self.name!r}: workers must be in [{low}, {high}], not {count!r}")
+            raise ConfigError(
+                f"stage {self.name!r}: workers must be in [{low}, {high}], not {count!r}"
+            )
         delta = count - self.target
         self.target = count
         if delta > 0:
@@ -241,7 +243,7 @@ class _StageRun:
                         await self._fail_batch(items, result)
                 else:
                     results = await thread.run(self._thread_each, values)
-                    for item, (ok, result) in zip(items, results):
+                    for item, (ok, result) in zip(items, results, strict=True):
                         if not ok:
                             await self._fail(item, result)
                         elif type(item) is _Call:
@@ -369,7 +371,11 @@ class _StageRun:
     async def _finish_batch(self, items: list[Any], outs: Any) -> None:
         if outs is None:
             outs = [DROP] * len(items) if self.nexts else [None] * len(items)
-        elif not isinstance(outs, Sequence) or isinstance(outs, (str, bytes)) or len(outs) != len(items):
+        elif (
+            not isinstance(outs, Sequence)
+            or isinstance(outs, (str, bytes))
+            or len(outs) != len(items)
+        ):
             error = TypeError(
                 f"batch handler of stage {self.name!r} must return None or a sequence with one "
                 f"output per event ({len(items)}), not {type(outs).__name__}"
@@ -377,7 +383,7 @@ class _StageRun:
             )
             await self._fail_batch(items, error)
             return
-        for item, out in zip(items, outs):
+        for item, out in zip(items, outs, strict=True):
             if type(item) is _Call:
                 await self._finish_call(item, out)
             elif await self._emit_checked(item, out):
@@ -523,7 +529,9 @@ class RunningGraph:
                 except Exception as exc:  # one failing close must not skip the others
                     logger.error("stage close hook failed", stage=run.name, error=repr(exc))
                     errors.append(exc)
-            logger.debug("stage stopped", stage=run.name, processed=run.processed, failed=run.failed)
+            logger.debug(
+                "stage stopped", stage=run.name, processed=run.processed, failed=run.failed
+            )
         if errors:
             raise errors[0]
 
@@ -573,7 +581,11 @@ class RunningGraph:
         held = self._reject_log.allow()
         if held is not None:
             logger.info(
-                "event rejected", stage=run.name, reason="queue full", queue_length=len(queue.buffer), suppressed=held
+                "event rejected",
+                stage=run.name,
+                reason="queue full",
+                queue_length=len(queue.buffer),
+                suppressed=held,
             )
         return Rejected(run.name, "queue full", len(queue.buffer))
 
@@ -619,14 +631,21 @@ class RunningGraph:
         if not run.queue.put_nowait(event):
             raise self._refuse(run)
 
-    async def call(self, event: Any, *, to: str | None = None) -> Any:
+    async def call(self, event: Any, *, to: str | None = None, wait: bool = True) -> Any:
         """Send ``event`` and wait for the final value its path produces.
 
         The final value is what the last stage on the path (one with no successors) returns.
         With fan-out or ``Many``, the first final value wins; the rest still run.
 
+        Args:
+            event: the event.
+            to: the stage to feed, if not the entry stage.
+            wait: wait for room if the queue is full (the default); with ``False`` a full
+                queue refuses the call at once, as ``send_nowait`` does.
+
         Raises:
             Exception: whatever a handler on the path raised, as itself.
+            Rejected: ``wait=False`` and the queue was full.
             Dropped: every path of the event was filtered out.
             Abandoned: the graph was cancelled first.
             GraphClosed: the graph is draining or stopped.
@@ -634,7 +653,10 @@ class RunningGraph:
         reply = _Reply()
         self._replies.add(reply)
         try:
-            await self._admit(self._target(to), _Call(event, reply))
+            if wait:
+                await self._admit(self._target(to), _Call(event, reply))
+            else:
+                self.send_nowait(_Call(event, reply), to=to)
             await reply.event.wait()
         finally:
             self._replies.discard(reply)
@@ -669,4 +691,3 @@ class RunningGraph:
     def state(self) -> str:
         """``"running"``, ``"draining"``, ``"stopped"`` or ``"cancelled"``."""
         return self._state
-

@@ -31,9 +31,9 @@ Workers: TypeAlias = "int | tuple[int, int] | tuple[int, int, int]"
 def _callable_kind(fn: Callable[..., Any]) -> str:
     """Classify a handler: 'async', 'sync', 'asyncgen' or 'gen'."""
     target: Any = fn
-    if not inspect.isfunction(fn) and not isinstance(fn, functools.partial):
-        if not inspect.ismethod(fn) and not inspect.isbuiltin(fn):
-            target = getattr(type(fn), "__call__", fn)
+    plain = inspect.isfunction(fn) or inspect.ismethod(fn) or isinstance(fn, functools.partial)
+    if not plain and not inspect.isbuiltin(fn):
+        target = type(fn).__call__  # a callable object: its __call__ says what it is
     if inspect.isasyncgenfunction(target):
         return "asyncgen"
     if inspect.isgeneratorfunction(target):
@@ -55,9 +55,7 @@ def _check_workers(workers: Workers) -> tuple[int, int, int]:
     elif isinstance(workers, tuple) and len(workers) == 3:
         low, initial, high = workers
     else:
-        raise ConfigError(
-            f"workers must be n, (min, max) or (min, initial, max), not {workers!r}"
-        )
+        raise ConfigError(f"workers must be n, (min, max) or (min, initial, max), not {workers!r}")
     for value in (low, initial, high):
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"workers must be whole numbers, not {workers!r}")
@@ -180,12 +178,12 @@ class Stage:
     def __rshift__(self, other: Any) -> Flow:
         from ._graph import Flow
 
-        return Flow.of(self) >> other
+        return Flow.of(self).then(other)
 
     def __rrshift__(self, other: Any) -> Flow:
         from ._graph import Flow
 
-        return Flow.of(other) >> self
+        return Flow.of(other).then(self)
 
     def routes_to(self, *targets: Stage | str) -> Flow:
         """Declare stages this stage may send to by name with ``aseda.To(name, value)``.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any
 
 import anyio
 import pytest
@@ -101,7 +100,9 @@ async def test_dead_letter_gets_one_failure_per_event() -> None:
         ("fragile", 7, "ValueError"),
     ]
     stats = running.stats()
-    assert stats["errors"].processed == len(dead) == stats["fragile"].failed + stats["batched"].failed
+    assert (
+        stats["errors"].processed == len(dead) == stats["fragile"].failed + stats["batched"].failed
+    )
 
 
 async def test_fail_policy_fails_the_graph_as_exception_group() -> None:
@@ -262,5 +263,3 @@ async def test_rejections_are_logged_rate_limited() -> None:
             gate.set()
     assert running.stats()["held"].rejected == 50
     assert len([e for e in logs if e["event"] == "event rejected"]) == 1
-
-

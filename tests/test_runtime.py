@@ -90,7 +90,11 @@ async def test_backpressure_and_rejection() -> None:
         await running.send(2)  # the queue (capacity 2) is now full
         with pytest.raises(aseda.Rejected) as info:
             running.send_nowait(3)
-        assert (info.value.stage, info.value.reason, info.value.queue_length) == ("held", "queue full", 2)
+        assert (info.value.stage, info.value.reason, info.value.queue_length) == (
+            "held",
+            "queue full",
+            2,
+        )
 
         async def blocked_send() -> None:
             await running.send(4)
@@ -123,14 +127,13 @@ async def test_closed_after_exit_and_for_waiting_senders() -> None:
         except aseda.GraphClosed as exc:
             errors.append(exc)
 
-    async with anyio.create_task_group() as tg:
-        async with aseda.Graph(held).run() as running:
-            await running.send(1)
-            await anyio.wait_all_tasks_blocked()
-            await running.send(2)  # fills the queue
-            tg.start_soon(late_sender, running)
-            await anyio.wait_all_tasks_blocked()
-            gate.set()
+    async with anyio.create_task_group() as tg, aseda.Graph(held).run() as running:
+        await running.send(1)
+        await anyio.wait_all_tasks_blocked()
+        await running.send(2)  # fills the queue
+        tg.start_soon(late_sender, running)
+        await anyio.wait_all_tasks_blocked()
+        gate.set()
     assert len(errors) == 1
     with pytest.raises(aseda.GraphClosed):
         await running.send(3)
@@ -157,7 +160,9 @@ async def test_fan_out_broadcasts_and_fan_in_merges() -> None:
         for i in range(10):
             await running.send(i)
         assert await running.call(100) in (("b", 100), ("c", 100))
-    assert sorted(seen) == sorted([("b", i) for i in [*range(10), 100]] + [("c", i) for i in [*range(10), 100]])
+    assert sorted(seen) == sorted(
+        [("b", i) for i in [*range(10), 100]] + [("c", i) for i in [*range(10), 100]]
+    )
 
 
 async def test_filter_flat_map_and_route() -> None:
@@ -368,7 +373,9 @@ async def test_init_and_close_hooks() -> None:
         log.append("close first")
 
     second = aseda.stage(
-        name="second", init=lambda: log.append("init second"), close=lambda: log.append("close second")
+        name="second",
+        init=lambda: log.append("init second"),
+        close=lambda: log.append("close second"),
     )(collector()[0].handler)
     async with aseda.Graph(first >> second).run() as running:
         await running.call(1)
@@ -378,14 +385,16 @@ async def test_init_and_close_hooks() -> None:
 async def test_failed_init_closes_opened_stages() -> None:
     """If a stage's init fails, stages already opened are closed and nothing runs."""
     log: list[str] = []
-    a = aseda.stage(name="a", init=lambda: log.append("init a"), close=lambda: log.append("close a"))(
-        collector()[0].handler
-    )
+    a = aseda.stage(
+        name="a", init=lambda: log.append("init a"), close=lambda: log.append("close a")
+    )(collector()[0].handler)
 
     def boom() -> None:
         raise OSError("no pool")
 
-    b = aseda.stage(name="b", init=boom, close=lambda: log.append("close b"))(collector()[0].handler)
+    b = aseda.stage(name="b", init=boom, close=lambda: log.append("close b"))(
+        collector()[0].handler
+    )
     with pytest.raises(OSError, match="no pool"):
         async with aseda.Graph(a >> b).run():
             pytest.fail("the body must not run")

@@ -23,7 +23,11 @@ def test_defaults() -> None:
     """A bare decorator gives a bounded, single-worker, per-event async stage."""
     s = aseda.stage(ident)
     assert (s.name, s.capacity, s.batch, s.blocking, s.on_error) == (
-        "ident", aseda.DEFAULT_CAPACITY, None, False, "log"
+        "ident",
+        aseda.DEFAULT_CAPACITY,
+        None,
+        False,
+        "log",
     )
     assert (s.workers_min, s.workers_initial, s.workers_max) == (1, 1, 1)
 

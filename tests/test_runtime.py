@@ -431,3 +431,24 @@ async def test_stats_str_is_a_table() -> None:
         await running.call(1)
         text = str(running.stats())
     assert "sink" in text and "admitted" in text and "state: running" in text
+
+
+async def test_call_without_waiting_is_refused_when_full() -> None:
+    """call(wait=False) raises Rejected at once on a full queue, like send_nowait."""
+    gate = anyio.Event()
+
+    @aseda.stage(capacity=1)
+    async def held(x: int) -> int:
+        await gate.wait()
+        return x
+
+    async with aseda.Graph(held).run() as running:
+        running.send_nowait(0)
+        await anyio.wait_all_tasks_blocked()
+        running.send_nowait(1)
+        with pytest.raises(aseda.Rejected):
+            await running.call(2, wait=False)
+        gate.set()
+        await anyio.wait_all_tasks_blocked()  # the worker has emptied the queue
+        assert await running.call(3, wait=False) == 3
+    assert running.stats()["held"].rejected == 1

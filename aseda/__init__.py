@@ -21,7 +21,6 @@ from ._outputs import Failure as Failure
 from ._outputs import Many as Many
 from ._outputs import To as To
 from ._queue import UNBOUNDED as UNBOUNDED
-from ._queue import QueueStatistics as QueueStatistics
 from ._runtime import RunningGraph as RunningGraph
 from ._script import run as run
 from ._stage import DEFAULT_CAPACITY as DEFAULT_CAPACITY
@@ -49,7 +48,6 @@ __all__ = [
     "GraphError",
     "GraphStats",
     "Many",
-    "QueueStatistics",
     "Rejected",
     "RoutingError",
     "RunningGraph",

@@ -30,7 +30,9 @@ class ConfigError(AsedaError, ValueError):
     """A stage option is invalid: raised by :func:`aseda.stage` when the stage is declared.
 
     Examples: ``capacity=0``, ``workers=(4, 2)``, ``batch=-1``, a handler that is not callable.
-    It is not raised while a graph runs; options that passed are never re-checked later.
+    While a graph runs it is raised only for a bad argument of a call made then: a ``to=``
+    naming no stage, or ``set_workers()`` outside the stage's bounds. It is never raised for an
+    event: options that passed are not re-checked per event.
     """
 
 

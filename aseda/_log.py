@@ -2,13 +2,49 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
+from typing import Any
 
 import structlog
 
 __all__ = ["RateLimit", "logger"]
 
-logger = structlog.get_logger("aseda")
+
+class _Logger:
+    """aseda's logger: the application's structlog configuration, once it has one.
+
+    Until the application configures structlog, aseda logs INFO and above to stderr, so a
+    library does not print its debug lines (stage started/stopped) into a program's output.
+    Only slow paths log, so the check per call costs nothing that matters.
+    """
+
+    __slots__ = ("_fallback",)
+
+    def __init__(self) -> None:
+        self._fallback: Any = None
+
+    def _target(self) -> Any:
+        if structlog.is_configured():
+            return structlog.get_logger("aseda")
+        if self._fallback is None:
+            self._fallback = structlog.wrap_logger(
+                structlog.PrintLogger(sys.stderr),
+                wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+                processors=[
+                    structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
+                    structlog.dev.ConsoleRenderer(colors=False),
+                ],
+            )
+        return self._fallback
+
+    def __getattr__(self, level: str) -> Any:
+        return getattr(self._target(), level)
+
+
+logger: Any = _Logger()
 
 
 class RateLimit:

@@ -83,7 +83,8 @@ class Failure:
 
     Attributes:
         stage: name of the stage whose handler raised.
-        event: the event it was handling (for a batch handler, the whole batch as a list).
+        event: the event it was handling (a batch handler's failure gives one record for each
+            event of the batch).
         error: the exception the handler raised.
     """
 

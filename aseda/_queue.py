@@ -27,7 +27,7 @@ __all__ = ["EventQueue", "QueueStatistics"]
 
 @dataclass(frozen=True, slots=True)
 class QueueStatistics:
-    """A snapshot of one event queue."""
+    """A snapshot of one event queue (internal: stage statistics carry these figures)."""
 
     #: events waiting in the queue
     length: int

@@ -9,8 +9,10 @@ leaves that loop for a slower, general method.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +38,15 @@ __all__ = ["CHUNK", "RunningGraph"]
 CHUNK = 64
 
 
+_NO_VALUE: Any = object()
+
+
 class _Reply:
-    """The pending answer of one ``call()``; ``pending`` counts its live envelopes."""
+    """The pending answer of one ``call()``; ``pending`` counts its live envelopes.
+
+    The first final value answers the call at once. An error answers it only when every
+    envelope has ended without a value, so fan-out gives the same answer whatever the order.
+    """
 
     __slots__ = ("done", "error", "event", "pending", "value")
 
@@ -45,7 +54,7 @@ class _Reply:
         self.event = anyio.Event()
         self.pending = 1
         self.done = False
-        self.value: Any = None
+        self.value: Any = _NO_VALUE
         self.error: BaseException | None = None
 
     def resolve(self, value: Any) -> None:
@@ -54,15 +63,29 @@ class _Reply:
             self.event.set()
 
     def fail(self, error: BaseException) -> None:
-        if not self.done:
-            self.done, self.error = True, error
-            self.event.set()
+        """One envelope failed: remember the first error, then retire it."""
+        if self.error is None:
+            self.error = error
+        self.pending -= 1
+        self._settle(None)
 
     def retire(self, stage: str) -> None:
-        """One envelope ended without a final value."""
+        """One envelope ended without a final value (dropped, or sent on)."""
         self.pending -= 1
+        self._settle(stage)
+
+    def _settle(self, stage: str | None) -> None:
         if self.pending == 0 and not self.done:
-            self.fail(Dropped(stage))
+            self.done = True
+            if self.error is None:
+                self.error = Dropped(stage or "?")
+            self.event.set()
+
+    def abandon(self) -> None:
+        if not self.done:
+            self.done = True
+            self.error = Abandoned("the graph stopped before this call's event was finished")
+            self.event.set()
 
 
 class _Call:
@@ -90,6 +113,7 @@ class _StageRun:
         self.retiring = 0
         self.serial = 0
         self.fail_log = RateLimit()
+        self.reject_log = RateLimit()
         # Filled in by RunningGraph once every stage exists.
         self.nexts: tuple[tuple[EventQueue, bool], ...] = ()
         self.routes: dict[str, tuple[EventQueue, bool]] = {}
@@ -107,7 +131,11 @@ class _StageRun:
         for _ in range(count):
             self.serial += 1
             self.workers += 1
-            tg.start_soon(worker, self.serial, name=f"aseda:{self.name}:{self.serial}")
+            # In the graph's start context, also for workers added later by set_workers.
+            start = partial(
+                tg.start_soon, worker, self.serial, name=f"aseda:{self.name}:{self.serial}"
+            )
+            self.runtime.context.run(start)
 
     def set_workers(self, tg: TaskGroup, count: int) -> None:
         low, high = self.stage.workers_min, self.stage.workers_max
@@ -401,7 +429,6 @@ class _StageRun:
         policy = self.stage.on_error
         if type(item) is _Call:
             item.reply.fail(error)
-            item.reply.pending -= 1
             value = item.value
         else:
             value = item
@@ -449,6 +476,7 @@ class _StageRun:
             processed=self.processed,
             failed=self.failed,
             in_flight=queue.admitted - self.processed - self.failed - length,
+            senders_waiting=len(queue.putters),
         )
 
     def unfinished(self) -> int:
@@ -482,8 +510,8 @@ class RunningGraph:
         self._drained: anyio.Event | None = None
         self._replies: set[_Reply] = set()
         self._tg: TaskGroup | None = None
+        self.context = contextvars.copy_context()
         self._sends = 0
-        self._reject_log = RateLimit()
         #: admitted events abandoned by a cancelled or failed run
         self.abandoned = 0
 
@@ -492,13 +520,15 @@ class RunningGraph:
     async def _start(cls, graph: Graph) -> AsyncIterator[RunningGraph]:
         self = cls(graph)
         opened: list[_StageRun] = []
+        body_error: Exception | None = None
+        clean = False
         try:
             for run in self._stages.values():
-                opened.append(run)
                 for hook in run.stage.init_hooks:
                     result = hook()
                     if isawaitable(result):
                         await result
+                opened.append(run)  # its close hooks run only if all its init hooks did
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 for run in self._stages.values():
@@ -509,16 +539,29 @@ class RunningGraph:
                 try:
                     yield self
                     await self._drain()
+                except Exception as exc:
+                    # The block's own error leaves as itself, not wrapped in a group.
+                    body_error = exc
+                    self._abandon(tg)
                 except BaseException:
                     self._abandon(tg)
                     raise
-            self._state = "stopped" if self._state != "cancelled" else "cancelled"
+            if self._state != "cancelled":
+                self._state = "stopped"
+            if body_error is not None:
+                raise body_error
+            clean = True
         finally:
             self.accepting = False
             with anyio.CancelScope(shield=True):
-                await self._close(opened)
+                await self._close(opened, raise_errors=clean)
 
-    async def _close(self, opened: list[_StageRun]) -> None:
+    async def _close(self, opened: list[_StageRun], raise_errors: bool) -> None:
+        """Run close hooks in reverse order; all of them, whatever fails.
+
+        A close hook's error is raised only when nothing else is already leaving the run,
+        so it never hides the error that stopped the graph (it is logged either way).
+        """
         errors: list[BaseException] = []
         for run in reversed(opened):
             for hook in run.stage.close_hooks:
@@ -526,13 +569,13 @@ class RunningGraph:
                     result = hook()
                     if isawaitable(result):
                         await result
-                except Exception as exc:  # one failing close must not skip the others
+                except Exception as exc:
                     logger.error("stage close hook failed", stage=run.name, error=repr(exc))
                     errors.append(exc)
             logger.debug(
                 "stage stopped", stage=run.name, processed=run.processed, failed=run.failed
             )
-        if errors:
+        if errors and raise_errors:
             raise errors[0]
 
     async def _drain(self) -> None:
@@ -561,7 +604,9 @@ class RunningGraph:
         tg.cancel_scope.cancel()
         self.abandoned = sum(run.unfinished() for run in self._stages.values())
         for reply in self._replies:
-            reply.fail(Abandoned("the graph stopped before this call's event was finished"))
+            reply.abandon()
+        for run in self._stages.values():
+            run.queue.wake_all()  # senders waiting for room learn the graph is closed
         if self.abandoned:
             logger.warning("graph cancelled; admitted events abandoned", abandoned=self.abandoned)
 
@@ -578,7 +623,7 @@ class RunningGraph:
     def _refuse(self, run: _StageRun) -> Rejected:
         queue = run.queue
         queue.rejected += 1
-        held = self._reject_log.allow()
+        held = run.reject_log.allow()
         if held is not None:
             logger.info(
                 "event rejected",
@@ -660,7 +705,8 @@ class RunningGraph:
             await reply.event.wait()
         finally:
             self._replies.discard(reply)
-        if reply.error is not None:
+        if reply.value is _NO_VALUE:
+            assert reply.error is not None
             raise reply.error
         return reply.value
 
@@ -674,6 +720,7 @@ class RunningGraph:
 
         Raises:
             ConfigError: no such stage, or ``workers`` outside the stage's [min, max].
+            GraphClosed: the graph is not running (not started yet, or stopped).
         """
         if self._tg is None or self._state not in ("running", "draining"):
             raise GraphClosed("the graph is not running")

@@ -1,7 +1,7 @@
 """What a user declares: the :func:`stage` decorator and the :class:`Stage` definition.
 
-A Stage is an immutable description (handler plus options). Running it is the runtime's job,
-so one Stage can appear in several graphs and runs.
+A Stage is a description (handler plus options, fixed once declared; hooks may be added).
+Running it is the runtime's job, so one Stage can appear in several graphs and runs.
 """
 
 from __future__ import annotations
@@ -41,6 +41,14 @@ def _callable_kind(fn: Callable[..., Any]) -> str:
     if inspect.iscoroutinefunction(target):
         return "async"
     return "sync"
+
+
+def _default_name(fn: Callable[..., Any]) -> str:
+    """A stable name: the function's, a partial's function's, or a callable object's class."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    name = getattr(fn, "__name__", None)
+    return name if isinstance(name, str) else type(fn).__name__
 
 
 def _check_workers(workers: Workers) -> tuple[int, int, int]:
@@ -115,7 +123,7 @@ class Stage:
         if not callable(handler):
             raise ConfigError(f"a stage handler must be callable, not {handler!r}")
         kind = _callable_kind(handler)
-        label = name if name is not None else getattr(handler, "__name__", None) or repr(handler)
+        label = name if name is not None else _default_name(handler)
         if kind in ("asyncgen", "gen"):
             raise GraphError(
                 f"stage {label!r}: generator handlers are not supported; "
@@ -137,7 +145,12 @@ class Stage:
             raise ConfigError(f"a stage name must be a non-empty string, not {name!r}")
         if isinstance(capacity, bool) or not isinstance(capacity, (int, float)):
             raise ConfigError(f"stage {label!r}: capacity must be a number, not {capacity!r}")
-        if capacity != math.inf and (capacity != int(capacity) or capacity < 1):
+        if capacity != math.inf and (
+            math.isnan(capacity)
+            or math.isinf(capacity)
+            or capacity != int(capacity)
+            or capacity < 1
+        ):
             raise ConfigError(
                 f"stage {label!r}: capacity must be a whole number >= 1 or math.inf "
                 f"(unbounded, on request only), not {capacity!r}"
@@ -164,6 +177,13 @@ class Stage:
         self.on_error = on_error
         self._init_hooks = list(_hooks(init, label, "init"))
         self._close_hooks = list(_hooks(close, label, "close"))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if hasattr(self, "_close_hooks"):  # fully built: options are fixed
+            raise AttributeError(
+                f"stage {self.name!r}: options are fixed once declared; declare a new stage"
+            )
+        object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
         kind = "blocking " if self.blocking else ""
@@ -234,11 +254,25 @@ StageLike: TypeAlias = "Stage | Flow | Sequence[Stage | Flow]"
 
 
 @overload
-def stage(handler: Callable[..., Any], /) -> Stage: ...
+def stage(
+    handler: Callable[..., Any],
+    /,
+    *,
+    name: str | None = None,
+    capacity: float = DEFAULT_CAPACITY,
+    workers: Workers = 1,
+    batch: int | None = None,
+    blocking: bool | None = None,
+    on_error: OnError = "log",
+    init: Hook | Sequence[Hook] = (),
+    close: Hook | Sequence[Hook] = (),
+) -> Stage: ...
 
 
 @overload
 def stage(
+    handler: None = None,
+    /,
     *,
     name: str | None = None,
     capacity: float = DEFAULT_CAPACITY,

@@ -41,6 +41,8 @@ class StageStats:
     failed: int
     #: events taken from the queue and not yet finished
     in_flight: int
+    #: tasks waiting for room in the queue (backpressure): senders and upstream workers
+    senders_waiting: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -220,12 +220,83 @@ async def test_pending_calls_get_abandoned() -> None:
     assert len(outcome) == 1 and running.abandoned == 1
 
 
-async def test_body_exception_cancels_and_propagates() -> None:
-    """An exception in the block cancels the graph and leaves as itself in a group."""
-    with pytest.raises(ExceptionGroup) as info:
-        async with aseda.Graph(aseda.stage(fragile)).run():
+async def test_body_exception_cancels_and_propagates_as_itself() -> None:
+    """An exception in the block cancels the graph and leaves as itself, not in a group."""
+    gate = anyio.Event()
+
+    @aseda.stage
+    async def held(x: int) -> int:
+        await gate.wait()
+        return x
+
+    with pytest.raises(LookupError, match="user bug"):
+        async with aseda.Graph(held).run() as running:
+            running.send_nowait(1)
+            running.send_nowait(2)
+            await anyio.wait_all_tasks_blocked()
             raise LookupError("user bug")
-    assert info.group_contains(LookupError, match="user bug")
+    assert (running.state, running.abandoned) == ("cancelled", 2)
+
+
+async def test_call_error_in_block_is_not_wrapped() -> None:
+    """A handler error re-raised by call() can be caught outside the block as itself."""
+    with pytest.raises(ValueError, match="odd 1"):
+        async with aseda.Graph(aseda.stage(fragile)).run() as running:
+            await running.call(1)
+
+
+async def test_sender_waiting_for_room_is_released_on_cancel() -> None:
+    """A send() blocked on a full queue in another task gets GraphClosed when the run stops."""
+    gate = anyio.Event()
+
+    @aseda.stage(capacity=1)
+    async def held(x: int) -> int:
+        await gate.wait()
+        return x
+
+    outcome: list[BaseException] = []
+
+    async def sender(running: aseda.RunningGraph) -> None:
+        try:
+            await running.send(3)
+        except aseda.GraphClosed as exc:
+            outcome.append(exc)
+
+    async with anyio.create_task_group() as outer:
+        with anyio.CancelScope() as scope:
+            async with aseda.Graph(held).run() as running:
+                running.send_nowait(1)
+                await anyio.wait_all_tasks_blocked()
+                running.send_nowait(2)
+                outer.start_soon(sender, running)
+                await anyio.wait_all_tasks_blocked()
+                scope.cancel()
+                await anyio.sleep_forever()
+    assert len(outcome) == 1
+
+
+async def test_fan_out_call_prefers_a_value_over_an_error() -> None:
+    """With fan-out, call() returns a branch's value even if another branch failed first."""
+
+    @aseda.stage
+    async def source(x: int) -> int:
+        return x
+
+    @aseda.stage
+    async def broken(x: int) -> int:
+        raise ValueError(x)
+
+    @aseda.stage
+    async def slow(x: int) -> int:
+        for _ in range(5):
+            await anyio.lowlevel.checkpoint()
+        return x + 1
+
+    async with aseda.Graph(source >> [broken, slow]).run() as running:
+        assert await running.call(1) == 2
+    async with aseda.Graph(source >> [broken, aseda.stage(name="b2")(broken.handler)]).run() as r:
+        with pytest.raises(ValueError, match="1"):
+            await r.call(1)  # no branch has a value: the first error answers
 
 
 async def test_close_hook_failure_is_raised_after_all_hooks_ran() -> None:
@@ -263,3 +334,21 @@ async def test_rejections_are_logged_rate_limited() -> None:
             gate.set()
     assert running.stats()["held"].rejected == 50
     assert len([e for e in logs if e["event"] == "event rejected"]) == 1
+
+
+def test_default_logging_goes_to_stderr_at_info(capsys: pytest.CaptureFixture[str]) -> None:
+    """Before the application configures structlog, aseda logs INFO+ to stderr only."""
+    import structlog
+
+    from aseda._log import logger
+
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    try:
+        logger.debug("hidden debug line")
+        logger.info("shown info line", stage="x")
+    finally:
+        structlog.configure(**saved)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "shown info line" in captured.err and "hidden debug line" not in captured.err

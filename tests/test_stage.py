@@ -168,3 +168,33 @@ def test_hooks_registered() -> None:
 
     assert s.init_hooks == (first,)
     assert s.close_hooks == (last,)
+
+
+@pytest.mark.parametrize("capacity", [float("nan"), -math.inf, 0.0])
+def test_odd_capacities(capacity: float) -> None:
+    """NaN, -inf and 0.0 are ConfigErrors, not ValueError/OverflowError from int()."""
+    with pytest.raises(aseda.ConfigError, match="capacity"):
+        aseda.stage(capacity=capacity)(ident)
+
+
+def test_options_are_fixed() -> None:
+    """A declared stage's options cannot be changed behind the validation's back."""
+    s = aseda.stage(ident)
+    with pytest.raises(AttributeError, match="fixed"):
+        s.capacity = 0  # type: ignore[misc]
+
+
+def test_default_names_are_stable() -> None:
+    """Partials are named for their function, callable objects for their class."""
+
+    class Render:
+        async def __call__(self, x: Any) -> Any:
+            return x
+
+    assert aseda.stage(functools.partial(ident)).name == "ident"
+    assert aseda.stage(Render()).name == "Render"
+
+
+def test_handler_with_options_positionally() -> None:
+    """stage(handler, option=...) works as well as the decorator forms."""
+    assert aseda.stage(ident, capacity=8).capacity == 8

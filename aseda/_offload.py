@@ -26,10 +26,10 @@ class Job:
 
     __slots__ = ("abort", "arg", "done", "error", "fn", "result")
 
-    def __init__(self, fn: Callable[[Any, Job], Any], arg: Any) -> None:
+    def __init__(self, fn: Callable[[Any, Job], Any], arg: Any, done: anyio.Event) -> None:
         self.fn = fn
         self.arg = arg
-        self.done = anyio.Event()
+        self.done = done
         self.abort = False
         self.result: Any = None
         self.error: BaseException | None = None
@@ -47,9 +47,10 @@ def _notifier() -> Callable[[Callable[[], object]], object]:
 class OffloadThread:
     """A thread that runs jobs for one worker task, one at a time."""
 
-    __slots__ = ("_context", "_inbox", "_notify", "_thread")
+    __slots__ = ("_context", "_inbox", "_new_event", "_notify", "_thread")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, new_event: type[anyio.Event] = anyio.Event) -> None:
+        self._new_event = new_event
         self._notify = _notifier()
         self._inbox: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         # Handlers see the context variables of the graph's start (structlog bindings...).
@@ -76,7 +77,7 @@ class OffloadThread:
         waits, shielded, for the thread to return: a thread cannot be interrupted, and returning
         early would leave it running unseen.
         """
-        job = Job(fn, arg)
+        job = Job(fn, arg, self._new_event())
         self._inbox.put(job)
         try:
             await job.done.wait()

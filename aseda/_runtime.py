@@ -24,7 +24,7 @@ from ._errors import Abandoned, ConfigError, Dropped, GraphClosed, Rejected, Rou
 from ._log import RateLimit, logger
 from ._offload import Job, OffloadThread
 from ._outputs import DIRECTIVES, DROP, DeadLetter, Failure, Many, To
-from ._queue import EventQueue
+from ._queue import EventQueue, event_type
 from ._stats import GraphStats, StageStats
 
 if TYPE_CHECKING:
@@ -50,8 +50,8 @@ class _Reply:
 
     __slots__ = ("done", "error", "event", "pending", "value")
 
-    def __init__(self) -> None:
-        self.event = anyio.Event()
+    def __init__(self, event: anyio.Event) -> None:
+        self.event = event
         self.pending = 1
         self.done = False
         self.value: Any = _NO_VALUE
@@ -105,7 +105,7 @@ class _StageRun:
         self.runtime = runtime
         self.stage = stage
         self.name = stage.name
-        self.queue = EventQueue(stage.capacity)
+        self.queue = EventQueue(stage.capacity, runtime.new_event)
         self.processed = 0
         self.failed = 0
         self.workers = 0  # live worker tasks
@@ -248,7 +248,7 @@ class _StageRun:
         queue = self.queue
         buf = queue.buffer
         stage = self.stage
-        thread = OffloadThread(f"aseda:{self.name}:{number}")
+        thread = OffloadThread(f"aseda:{self.name}:{number}", self.runtime.new_event)
         try:
             while True:
                 if not buf:
@@ -278,9 +278,9 @@ class _StageRun:
                             await self._finish_call(item, result)
                         elif await self._emit_checked(item, result):
                             self.processed += 1
+                # No checkpoint here: waiting for the thread already was one.
                 if self._should_exit():
                     return
-                await checkpoint()
         finally:
             thread.stop()
             self._worker_gone()
@@ -375,24 +375,40 @@ class _StageRun:
 
     async def _finish_call(self, env: _Call, out: Any) -> None:
         reply = env.reply
+        if type(out) not in DIRECTIVES:
+            # The common cases without building target lists: a final value, or one successor
+            # that gets the same envelope back (pending is unchanged: one in, one out).
+            nexts = self.nexts
+            if not nexts:
+                reply.resolve(out)
+                reply.retire(self.name)
+                self.processed += 1
+                return
+            if len(nexts) == 1:
+                queue, back = nexts[0]
+                env.value = out
+                if back or not queue.put_nowait(env):
+                    await self._put(queue, back, env)
+                self.processed += 1
+                return
         try:
             targets = self._targets(out)
         except RoutingError as exc:
             await self._fail(env, exc)
             return
-        sends = [t for t in targets if t[0] is not None]
-        for queue, _, value in targets:
-            if queue is None:
+        sends = []
+        for target, back, value in targets:
+            if target is None:
                 reply.resolve(value)
-        reply.pending += len(sends)
-        first = True
-        for queue, back, value in sends:
-            if first:
-                env.value, first = value, False
-                outgoing = env
             else:
-                outgoing = _Call(value, reply)
-            await self._put(queue, back, outgoing)  # type: ignore[arg-type]
+                sends.append((target, back, value))
+        reply.pending += len(sends)
+        for i, (target, back, value) in enumerate(sends):
+            if i == 0:  # the envelope in hand carries the first output on
+                env.value = value
+                await self._put(target, back, env)
+            else:
+                await self._put(target, back, _Call(value, reply))
         reply.retire(self.name)
         self.processed += 1
 
@@ -492,6 +508,7 @@ class RunningGraph:
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
+        self.new_event = event_type()
         self._stages = {s.name: _StageRun(self, s) for s in graph.stages}
         for edge in graph.edges:
             source, target = self._stages[edge.source], self._stages[edge.target]
@@ -695,7 +712,7 @@ class RunningGraph:
             Abandoned: the graph was cancelled first.
             GraphClosed: the graph is draining or stopped.
         """
-        reply = _Reply()
+        reply = _Reply(self.new_event())
         self._replies.add(reply)
         try:
             if wait:

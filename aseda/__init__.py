@@ -4,6 +4,15 @@ A service is a graph of stages joined by bounded event queues. Each stage has a 
 queue, a pool of workers (tasks, or threads for blocking handlers) and an error policy.
 """
 
+from ._admission import AdmissionPolicy as AdmissionPolicy
+from ._admission import Credits as Credits
+from ._admission import PerClass as PerClass
+from ._admission import QueueDeadline as QueueDeadline
+from ._admission import Refusal as Refusal
+from ._admission import StageView as StageView
+from ._admission import Threshold as Threshold
+from ._admission import TokenBucket as TokenBucket
+from ._admission import refuse as refuse
 from ._errors import Abandoned as Abandoned
 from ._errors import AsedaError as AsedaError
 from ._errors import ConfigError as ConfigError
@@ -21,6 +30,10 @@ from ._outputs import Failure as Failure
 from ._outputs import Many as Many
 from ._outputs import To as To
 from ._queue import UNBOUNDED as UNBOUNDED
+from ._refusals import AdaptiveLIFO as AdaptiveLIFO
+from ._refusals import Degrade as Degrade
+from ._refusals import Redirect as Redirect
+from ._runtime import Reservation as Reservation
 from ._runtime import RunningGraph as RunningGraph
 from ._script import run as run
 from ._stage import DEFAULT_CAPACITY as DEFAULT_CAPACITY
@@ -36,6 +49,19 @@ __all__ = [
     "DROP",
     "UNBOUNDED",
     "Abandoned",
+    "AdaptiveLIFO",
+    "AdmissionPolicy",
+    "Credits",
+    "Degrade",
+    "PerClass",
+    "QueueDeadline",
+    "Redirect",
+    "Refusal",
+    "Reservation",
+    "StageView",
+    "Threshold",
+    "TokenBucket",
+    "refuse",
     "AsedaError",
     "ConfigError",
     "DeadLetter",

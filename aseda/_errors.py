@@ -48,16 +48,18 @@ class GraphError(ConfigError):
 
 
 class Rejected(AsedaError):
-    """A stage refused an event at its queue: the event was not admitted.
+    """A stage refused an event: it was not admitted (or was shed before it was served).
 
-    Raised by ``send_nowait()`` and ``call(event, wait=False)`` when the stage's queue is full
-    (reason ``"queue full"``). The event is counted in the stage's ``rejected`` statistic and
-    is not in the graph: retrying it is safe. It is not raised by ``send()``, which waits for
-    room instead, nor for an event that was admitted and failed later in a handler.
+    Raised by ``send_nowait()`` and ``send_many_nowait()``/``prepare()`` when the queue is full
+    or the stage's admission policy refuses; by ``send()`` and ``call()`` when the refusal mode
+    is ``"shed"``; and by ``call()`` when its event was shed further on (refused by a later
+    stage in shed mode, dropped as the oldest, or past its queue deadline). Counted in the
+    stage's statistics by reason. Retrying is safe: the event is not in the graph. It is not
+    raised by a send that waits for room (the default), nor for an event whose handler failed.
 
     Attributes:
         stage: name of the stage that refused the event.
-        reason: why, in a few words (``"queue full"``).
+        reason: why, in a few words (``"queue full"``, ``"rate limited"``, ``"deadline"``...).
         queue_length: events in that stage's queue when it refused.
     """
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import GraphError
 from ._outputs import DeadLetter
+from ._refusals import Redirect
 from ._stage import Stage
 
 if TYPE_CHECKING:
@@ -22,8 +23,9 @@ class Edge:
     """A connection from one stage to another.
 
     ``kind`` is ``"next"`` (plain outputs flow along it), ``"route"`` (only ``aseda.To``
-    outputs) or ``"dead_letter"`` (failure records). ``back`` marks an edge that closes a cycle:
-    events re-entering through it are never refused, so a cycle cannot deadlock.
+    outputs), ``"dead_letter"`` (failure records) or ``"redirect"`` (refused events).
+    ``back`` marks an edge that closes a cycle: events re-entering through it skip admission,
+    so a cycle cannot deadlock on its own full queues.
     """
 
     source: str
@@ -160,6 +162,16 @@ class Graph:
                     )
                 edges[(a.name, target, "route")] = None
         for s in by_name.values():
+            if isinstance(s.on_refuse, Redirect):
+                target = s.on_refuse.stage
+                if target not in by_name:
+                    raise GraphError(
+                        f"stage {s.name!r} redirects refused events to {target!r}, "
+                        "which is not in the graph"
+                    )
+                if target == s.name:
+                    raise GraphError(f"stage {s.name!r} cannot redirect to itself")
+                edges[(s.name, target, "redirect")] = None
             if isinstance(s.on_error, DeadLetter):
                 target = s.on_error.stage
                 if target not in by_name:

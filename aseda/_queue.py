@@ -7,8 +7,8 @@ immutable ``statistics()`` record), with three differences a stage needs:
   stages without a scheduler round trip (anyio's ``send()``/``receive()`` always take one);
 * workers take events straight from the buffer, so a busy stage drains its queue in a tight
   loop and yields only at chunk boundaries;
-* later policies (drop-oldest, LIFO service, atomic batches) need the buffer itself, which a
-  memory object stream hides.
+* load conditioning (drop-oldest, LIFO service, deadlines, atomic batches) needs the buffer
+  itself, which a memory object stream hides.
 
 Waiting uses :class:`anyio.Event`, so the queue works on every anyio backend.
 """
@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
-__all__ = ["EventQueue", "QueueStatistics", "event_type"]
+__all__ = ["UNBOUNDED", "EventQueue", "event_type"]
 
 
 def event_type() -> type[anyio.Event]:
@@ -32,24 +31,6 @@ def event_type() -> type[anyio.Event]:
     when it starts and creates its events (idle workers, replies, thread jobs) from the class.
     """
     return type(anyio.Event())
-
-
-@dataclass(frozen=True, slots=True)
-class QueueStatistics:
-    """A snapshot of one event queue (internal: stage statistics carry these figures)."""
-
-    #: events waiting in the queue
-    length: int
-    #: the most events the queue holds (``math.inf`` when unbounded)
-    capacity: float
-    #: events put into the queue since the run began
-    admitted: int
-    #: events refused because the queue was full
-    rejected: int
-    #: tasks waiting for room (backpressure)
-    tasks_waiting_put: int
-    #: workers waiting for an event
-    tasks_waiting_get: int
 
 
 class EventQueue:
@@ -67,6 +48,8 @@ class EventQueue:
         "new_event",
         "putters",
         "rejected",
+        "reserved",
+        "times",
     )
 
     def __init__(self, capacity: float, new_event: type[anyio.Event] = anyio.Event) -> None:
@@ -80,26 +63,13 @@ class EventQueue:
         self.closed = False
         self.admitted = 0
         self.rejected = 0
+        # Room held by prepared batches (Reservation), not yet committed.
+        self.reserved = 0
+        # Enqueue times, parallel to buffer, kept only for a stage with a queue deadline.
+        self.times: deque[float] | None = None
 
     def __len__(self) -> int:
         return len(self.buffer)
-
-    def put_nowait(self, item: Any) -> bool:
-        """Append ``item`` if there is room; return whether it was admitted."""
-        if len(self.buffer) < self.capacity:
-            self.buffer.append(item)
-            self.admitted += 1
-            if self.getters:
-                self.getters.pop().set()
-            return True
-        return False
-
-    def put_overflow(self, item: Any) -> None:
-        """Append ``item`` even past capacity (events re-entering through a cycle)."""
-        self.buffer.append(item)
-        self.admitted += 1
-        if self.getters:
-            self.getters.pop().set()
 
     async def wait_for_room(self) -> None:
         """Wait until the queue may have room (or is closed); the caller then retries."""
@@ -156,16 +126,6 @@ class EventQueue:
         self.closed = True
         self.wake_all()
 
-    def statistics(self) -> QueueStatistics:
-        """Return a snapshot of the queue."""
-        return QueueStatistics(
-            length=len(self.buffer),
-            capacity=self.capacity,
-            admitted=self.admitted,
-            rejected=self.rejected,
-            tasks_waiting_put=len(self.putters),
-            tasks_waiting_get=len(self.getters),
-        )
 
-
+#: Capacity of a queue that never refuses for lack of room: on request only.
 UNBOUNDED = math.inf

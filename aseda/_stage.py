@@ -12,8 +12,10 @@ import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
 
+from ._admission import Policy, QueueDeadline
 from ._errors import ConfigError, GraphError
 from ._outputs import DeadLetter
+from ._refusals import AdaptiveLIFO, OnRefuse, check_on_refuse
 
 if TYPE_CHECKING:
     from ._graph import Flow
@@ -26,6 +28,8 @@ DEFAULT_CAPACITY = 1024
 OnError: TypeAlias = "Literal['log', 'fail'] | DeadLetter"
 Hook: TypeAlias = "Callable[[], Awaitable[None] | None]"
 Workers: TypeAlias = "int | tuple[int, int] | tuple[int, int, int]"
+Overflow: TypeAlias = "Literal['refuse', 'drop_oldest']"
+Order: TypeAlias = "Literal['fifo', 'adaptive_lifo'] | AdaptiveLIFO"
 
 
 def _callable_kind(fn: Callable[..., Any]) -> str:
@@ -90,18 +94,24 @@ class Stage:
         batch: ``None`` for a per-event handler, else the most events one call receives.
         blocking: runs on the stage's own threads instead of the event loop.
         on_error: ``"log"``, ``"fail"`` or :class:`aseda.DeadLetter`.
+        admission, on_refuse, overflow, order, deadline: load conditioning; see :func:`stage`.
     """
 
     __slots__ = (
         "__weakref__",
         "_close_hooks",
         "_init_hooks",
+        "admission",
         "batch",
         "blocking",
         "capacity",
+        "deadline",
         "handler",
         "name",
         "on_error",
+        "on_refuse",
+        "order",
+        "overflow",
         "workers_initial",
         "workers_max",
         "workers_min",
@@ -119,6 +129,11 @@ class Stage:
         on_error: OnError = "log",
         init: Hook | Sequence[Hook] = (),
         close: Hook | Sequence[Hook] = (),
+        admission: Policy | None = None,
+        on_refuse: OnRefuse = "wait",
+        overflow: Overflow = "refuse",
+        order: Order = "fifo",
+        deadline: QueueDeadline | None = None,
     ) -> None:
         if not callable(handler):
             raise ConfigError(f"a stage handler must be callable, not {handler!r}")
@@ -168,6 +183,28 @@ class Stage:
             low, initial, high = _check_workers(workers)
         except ConfigError as exc:
             raise ConfigError(f"stage {label!r}: {exc}") from None
+        if admission is not None and not callable(admission):
+            raise ConfigError(
+                f"stage {label!r}: admission must be a policy, a callable "
+                f"(event, stage) -> accept/refuse, or None, not {admission!r}"
+            )
+        check_on_refuse(on_refuse, f"stage {label!r}")
+        if overflow not in ("refuse", "drop_oldest"):
+            raise ConfigError(
+                f"stage {label!r}: overflow must be 'refuse' or 'drop_oldest', not {overflow!r}"
+            )
+        if order == "adaptive_lifo":
+            order = AdaptiveLIFO()
+        elif order != "fifo" and not isinstance(order, AdaptiveLIFO):
+            raise ConfigError(
+                f"stage {label!r}: order must be 'fifo', 'adaptive_lifo' or "
+                f"aseda.AdaptiveLIFO(threshold), not {order!r}"
+            )
+        if deadline is not None and not isinstance(deadline, QueueDeadline):
+            raise ConfigError(
+                f"stage {label!r}: deadline must be an aseda.QueueDeadline or None, "
+                f"not {deadline!r}"
+            )
         self.handler = handler
         self.name = label
         self.capacity = capacity if capacity == math.inf else int(capacity)
@@ -175,6 +212,11 @@ class Stage:
         self.batch = batch
         self.blocking = bool(blocking)
         self.on_error = on_error
+        self.admission = admission
+        self.on_refuse = on_refuse
+        self.overflow = overflow
+        self.order: AdaptiveLIFO | None = order if isinstance(order, AdaptiveLIFO) else None
+        self.deadline = deadline
         self._init_hooks = list(_hooks(init, label, "init"))
         self._close_hooks = list(_hooks(close, label, "close"))
 
@@ -266,6 +308,11 @@ def stage(
     on_error: OnError = "log",
     init: Hook | Sequence[Hook] = (),
     close: Hook | Sequence[Hook] = (),
+    admission: Policy | None = None,
+    on_refuse: OnRefuse = "wait",
+    overflow: Overflow = "refuse",
+    order: Order = "fifo",
+    deadline: QueueDeadline | None = None,
 ) -> Stage: ...
 
 
@@ -282,6 +329,11 @@ def stage(
     on_error: OnError = "log",
     init: Hook | Sequence[Hook] = (),
     close: Hook | Sequence[Hook] = (),
+    admission: Policy | None = None,
+    on_refuse: OnRefuse = "wait",
+    overflow: Overflow = "refuse",
+    order: Order = "fifo",
+    deadline: QueueDeadline | None = None,
 ) -> Callable[[Callable[..., Any]], Stage]: ...
 
 
@@ -297,6 +349,11 @@ def stage(
     on_error: OnError = "log",
     init: Hook | Sequence[Hook] = (),
     close: Hook | Sequence[Hook] = (),
+    admission: Policy | None = None,
+    on_refuse: OnRefuse = "wait",
+    overflow: Overflow = "refuse",
+    order: Order = "fifo",
+    deadline: QueueDeadline | None = None,
 ) -> Stage | Callable[[Callable[..., Any]], Stage]:
     """Declare a stage, as ``@aseda.stage`` or ``@aseda.stage(option=...)``.
 
@@ -317,6 +374,19 @@ def stage(
             caller receives the exception in every case.
         init: hook(s) run before the stage starts (open a pool); see :meth:`Stage.on_init`.
         close: hook(s) run after it stops (close the pool); see :meth:`Stage.on_close`.
+        admission: a policy run on every event offered to the queue, in the sender's context:
+            ``aseda.Threshold``, ``TokenBucket``, ``Credits``, ``PerClass`` or any callable
+            ``(event, stage) -> None | Refusal | reason``. Swappable while running.
+        on_refuse: what a refused event becomes: ``"wait"`` (backpressure, the default),
+            ``"shed"`` (dropped and counted; ``call()`` and ``send()`` raise ``Rejected``),
+            ``aseda.Degrade(handler)`` or ``aseda.Redirect(stage)``. ``send()`` and ``call()``
+            may override it per event.
+        overflow: for a full queue, ``"refuse"`` the newest event (the default) or
+            ``"drop_oldest"`` (admit it and shed the oldest queued one).
+        order: ``"fifo"`` (the default) or ``"adaptive_lifo"`` / ``aseda.AdaptiveLIFO(n)``:
+            newest first while ``n`` or more events are queued.
+        deadline: an ``aseda.QueueDeadline``: shed events that waited too long in a queue
+            that stays overloaded (CoDel), instead of serving them late.
 
     Raises:
         ConfigError: an option is invalid.
@@ -331,6 +401,11 @@ def stage(
         on_error=on_error,
         init=init,
         close=close,
+        admission=admission,
+        on_refuse=on_refuse,
+        overflow=overflow,
+        order=order,
+        deadline=deadline,
     )
     if handler is not None:
         return Stage(handler, **options)

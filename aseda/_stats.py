@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["GraphStats", "StageStats"]
 
@@ -12,8 +12,9 @@ __all__ = ["GraphStats", "StageStats"]
 class StageStats:
     """A snapshot of one stage.
 
-    Conservation holds at every snapshot:
-    ``admitted == processed + failed + queue_length + in_flight``.
+    Conservation holds at every snapshot: every event offered to the stage was admitted,
+    rejected (told to its sender), shed, degraded or redirected; and every admitted one is
+    processed, failed, shed from the queue, queued or in flight.
     """
 
     #: the stage's name
@@ -33,7 +34,7 @@ class StageStats:
     blocking: bool
     #: events put into the queue since the run began
     admitted: int
-    #: events the queue refused (full)
+    #: events refused and reported to their sender (Rejected raised, or a lossy send's False)
     rejected: int
     #: events whose handler returned (whatever it emitted, DROP included)
     processed: int
@@ -43,6 +44,17 @@ class StageStats:
     in_flight: int
     #: tasks waiting for room in the queue (backpressure): senders and upstream workers
     senders_waiting: int
+    #: events shed: refused on the way in from an upstream stage, or dropped from the queue
+    #: (drop-oldest, deadline); a ``call()`` among them gets Rejected
+    shed: int = 0
+    #: refused events answered by the stage's Degrade handler instead
+    degraded: int = 0
+    #: refused events sent to another stage by Redirect
+    redirected: int = 0
+    #: every refusal counted by reason ("queue full", "rate limited", "deadline", ...)
+    refusals: dict[str, int] = field(default_factory=dict)
+    #: the admission policy in force (its repr), or None
+    admission: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

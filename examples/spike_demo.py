@@ -80,7 +80,7 @@ async def drive(graph: aseda.Graph, scale: float) -> tuple[list[Phase], aseda.Gr
     async def request(running: aseda.RunningGraph, phase: Phase, i: int) -> None:
         start = time.perf_counter()
         try:
-            await running.call(f"/item/{i}".encode(), wait=False)
+            await running.call(f"/item/{i}".encode(), on_refuse="shed")
         except aseda.Rejected:
             phase.refused += 1  # refused at once: the client can retry or show "busy"
             return

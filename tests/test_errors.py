@@ -333,7 +333,7 @@ async def test_rejections_are_logged_rate_limited() -> None:
                     running.send_nowait(i)
             gate.set()
     assert running.stats()["held"].rejected == 50
-    assert len([e for e in logs if e["event"] == "event rejected"]) == 1
+    assert len([e for e in logs if e["event"] == "event refused"]) == 1
 
 
 def test_default_logging_goes_to_stderr_at_info(capsys: pytest.CaptureFixture[str]) -> None:

@@ -433,8 +433,8 @@ async def test_stats_str_is_a_table() -> None:
     assert "sink" in text and "admitted" in text and "state: running" in text
 
 
-async def test_call_without_waiting_is_refused_when_full() -> None:
-    """call(wait=False) raises Rejected at once on a full queue, like send_nowait."""
+async def test_call_shed_is_refused_at_once_when_full() -> None:
+    """call(on_refuse="shed") raises Rejected at once on a full queue, like send_nowait."""
     gate = anyio.Event()
 
     @aseda.stage(capacity=1)
@@ -447,8 +447,8 @@ async def test_call_without_waiting_is_refused_when_full() -> None:
         await anyio.wait_all_tasks_blocked()
         running.send_nowait(1)
         with pytest.raises(aseda.Rejected):
-            await running.call(2, wait=False)
+            await running.call(2, on_refuse="shed")
         gate.set()
         await anyio.wait_all_tasks_blocked()  # the worker has emptied the queue
-        assert await running.call(3, wait=False) == 3
+        assert await running.call(3, on_refuse="shed") == 3
     assert running.stats()["held"].rejected == 1

@@ -1,0 +1,72 @@
+"""``call()`` envelopes: an event that carries its caller's pending answer through the graph."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+
+from ._errors import Abandoned, Dropped
+
+__all__ = ["NO_VALUE", "Call", "Reply"]
+
+NO_VALUE: Any = object()
+
+
+class Reply:
+    """The pending answer of one ``call()``; ``pending`` counts its live envelopes.
+
+    The first final value answers the call at once. An error answers it only when every
+    envelope has ended without a value, so fan-out gives the same answer whatever the order.
+    """
+
+    __slots__ = ("done", "error", "event", "pending", "value")
+
+    def __init__(self, event: anyio.Event) -> None:
+        self.event = event
+        self.pending = 1
+        self.done = False
+        self.value: Any = NO_VALUE
+        self.error: BaseException | None = None
+
+    def resolve(self, value: Any) -> None:
+        """A final value: answers the call unless one already did."""
+        if not self.done:
+            self.done, self.value = True, value
+            self.event.set()
+
+    def fail(self, error: BaseException) -> None:
+        """One envelope failed (or was shed): remember the first error, then retire it."""
+        if self.error is None:
+            self.error = error
+        self.pending -= 1
+        self._settle(None)
+
+    def retire(self, stage: str) -> None:
+        """One envelope ended without a final value (dropped, or sent on)."""
+        self.pending -= 1
+        self._settle(stage)
+
+    def _settle(self, stage: str | None) -> None:
+        if self.pending == 0 and not self.done:
+            self.done = True
+            if self.error is None:
+                self.error = Dropped(stage or "?")
+            self.event.set()
+
+    def abandon(self) -> None:
+        """The graph stopped first."""
+        if not self.done:
+            self.done = True
+            self.error = Abandoned("the graph stopped before this call's event was finished")
+            self.event.set()
+
+
+class Call:
+    """An event sent by ``call()``: carries its reply through the graph."""
+
+    __slots__ = ("reply", "value")
+
+    def __init__(self, value: Any, reply: Reply) -> None:
+        self.value = value
+        self.reply = reply

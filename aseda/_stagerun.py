@@ -1,0 +1,687 @@
+"""One stage of a running graph: admission at its queue, its workers, forwarding, failures.
+
+The per-event path lives in :meth:`StageRun._event_worker`: take from the queue's buffer,
+await the handler, append to the next queue, count. It awaits nothing else unless it must
+(a full or conditioned queue downstream, an idle queue, a chunk boundary), so an event crosses
+a stage without a scheduler round trip. Everything unusual (``call()`` envelopes, directives,
+fan-out, admission policies, refusals, errors) leaves that loop for slower, general methods.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from functools import partial
+from inspect import isawaitable
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.lowlevel import checkpoint
+
+from ._admission import Refusal, normalize
+from ._errors import ConfigError, GraphClosed, Rejected, RoutingError
+from ._log import RateLimit, logger
+from ._offload import Job, OffloadThread
+from ._outputs import DIRECTIVES, DROP, DeadLetter, Failure, Many, To
+from ._queue import EventQueue
+from ._refusals import Degrade, OnRefuse, Redirect
+from ._reply import Call
+from ._stats import StageStats
+
+if TYPE_CHECKING:
+    from ._runtime import RunningGraph
+    from ._stage import Stage
+
+__all__ = ["CHUNK", "LOSSY", "RAISE", "INTERNAL", "StageRun"]
+
+#: Events a worker handles between checkpoints: large enough to amortise the round trip,
+#: small enough that no task starves and cancellation stays prompt.
+CHUNK = 64
+
+#: Who offers an event, which decides what a "shed" refusal does: an upstream worker
+#: (the event is dropped and counted), a sender that gets Rejected, or a lossy sender.
+INTERNAL: Final = 0
+RAISE: Final = 1
+LOSSY: Final = 2
+
+#: Redirects followed for one event before it is shed (a loop of redirects).
+MAX_REDIRECTS = 8
+
+_FULL = Refusal("queue full")
+_POLICY_ERROR = Refusal("policy error")
+_SKIP: Any = object()
+
+Link = tuple["StageRun", bool]
+
+
+class StageRun:
+    """One stage of a running graph. It is also the live :class:`aseda.StageView` that
+    admission policies read."""
+
+    def __init__(self, runtime: RunningGraph, stage: Stage) -> None:
+        self.runtime = runtime
+        self.stage = stage
+        self.name = stage.name
+        self.queue = EventQueue(stage.capacity, runtime.new_event)
+        self.processed = 0
+        self.failed = 0
+        self.shed = 0
+        self.degraded = 0
+        self.redirected = 0
+        self.dropped = 0  # shed after admission (drop-oldest, deadline)
+        self.reasons: dict[str, int] = {}
+        self.workers = 0  # live worker tasks
+        self.target = stage.workers_initial
+        self.retiring = 0
+        self.serial = 0
+        self.fail_log = RateLimit()
+        self.refuse_log = RateLimit()
+        self.policy_log = RateLimit()
+        # Load conditioning; the policy may be swapped while running.
+        self.policy = stage.admission
+        self.on_refuse: OnRefuse = stage.on_refuse
+        self.lifo = stage.order
+        self.deadline = stage.deadline
+        if self.deadline is not None:
+            self.queue.times = deque()
+        # A plain stage admits with a length check alone (the per-event fast path);
+        # a special one takes events through _take_one (LIFO, deadline).
+        self.plain = True
+        self.special = self.lifo is not None or self.deadline is not None
+        self.update_plain()
+        # Filled in by RunningGraph once every stage exists.
+        self.nexts: tuple[Link, ...] = ()
+        self.routes: dict[str, Link] = {}
+        self.dead: Link | None = None
+
+    def update_plain(self) -> None:
+        self.plain = (
+            self.policy is None
+            and self.deadline is None
+            and self.stage.overflow == "refuse"
+            and self.queue.reserved == 0
+        )
+
+    # The live view read by admission policies ---------------------------------------------
+
+    @property
+    def queue_length(self) -> int:
+        """Events waiting in the queue now."""
+        return len(self.queue.buffer)
+
+    @property
+    def capacity(self) -> float:
+        """The most events the queue holds."""
+        return self.queue.capacity
+
+    @property
+    def in_flight(self) -> int:
+        """Events taken from the queue and not finished yet."""
+        return self.unfinished() - len(self.queue.buffer)
+
+    def unfinished(self) -> int:
+        return self.queue.admitted - self.processed - self.failed - self.dropped
+
+    # Admission ------------------------------------------------------------------------------
+
+    def admit_now(self, item: Any) -> Refusal | None:
+        """Admit ``item`` if the queue and its policy take it now; else return why not."""
+        queue = self.queue
+        buf = queue.buffer
+        full = len(buf) + queue.reserved >= queue.capacity
+        if full and (self.stage.overflow == "refuse" or not buf):
+            return _FULL
+        policy = self.policy
+        if policy is not None:
+            refusal = self._ask(policy, item)
+            if refusal is not None:
+                return refusal
+        if full:  # overflow="drop_oldest": make room by shedding the oldest queued event
+            self._drop_queued(self._pop_oldest(), "dropped oldest")
+        self.append(item)
+        return None
+
+    def _ask(self, policy: Any, item: Any) -> Refusal | None:
+        value = item.value if type(item) is Call else item
+        try:
+            return normalize(policy(value, self))
+        except Exception as exc:  # a broken policy refuses; it never crashes the sender
+            held = self.policy_log.allow()
+            if held is not None:
+                logger.error(
+                    "admission policy failed; event refused",
+                    stage=self.name,
+                    error=repr(exc),
+                    suppressed=held,
+                    exc_info=exc,
+                )
+            return _POLICY_ERROR
+
+    def append(self, item: Any) -> None:
+        """Put ``item`` in the queue with no checks (admitted, or a cycle's back edge)."""
+        queue = self.queue
+        queue.buffer.append(item)
+        if queue.times is not None:
+            assert self.deadline is not None
+            queue.times.append(self.deadline.clock())
+        queue.admitted += 1
+        if queue.getters:
+            queue.getters.pop().set()
+
+    def _pop_oldest(self) -> Any:
+        queue = self.queue
+        if queue.times is not None:
+            queue.times.popleft()
+        return queue.buffer.popleft()
+
+    async def offer(self, item: Any, mode: OnRefuse, sender: int, redirects: int = 0) -> bool:
+        """Offer ``item`` to this stage; on refusal do what ``mode`` says.
+
+        Returns True if the event was admitted, degraded or redirected; False if it was shed
+        (for a lossy sender). Raises Rejected for a sender that asked for it, and
+        GraphClosed for an outside sender when the graph stops accepting while it waits.
+        """
+        while True:
+            refusal = self.admit_now(item)
+            if refusal is None:
+                return True
+            if mode != "wait":
+                return await self._refused(item, refusal, mode, sender, redirects)
+            queue = self.queue
+            if refusal.retry_after is not None:
+                with anyio.move_on_after(refusal.retry_after):
+                    await queue.wait_for_room()
+            else:
+                await queue.wait_for_room()
+            if sender != INTERNAL and not self.runtime.accepting:
+                raise GraphClosed("the graph stopped accepting events while this send waited")
+
+    def count_refusal(self, reason: str) -> None:
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        held = self.refuse_log.allow()
+        if held is not None:
+            logger.info(
+                "event refused",
+                stage=self.name,
+                reason=reason,
+                queue_length=len(self.queue.buffer),
+                suppressed=held,
+            )
+
+    def rejected_error(self, reason: str) -> Rejected:
+        return Rejected(self.name, reason, len(self.queue.buffer))
+
+    async def _refused(
+        self, item: Any, refusal: Refusal, mode: OnRefuse, sender: int, redirects: int
+    ) -> bool:
+        reason = refusal.reason
+        if isinstance(mode, Redirect):
+            if redirects < MAX_REDIRECTS:
+                self.count_refusal(reason)
+                self.redirected += 1
+                target = self.runtime.stage_run(mode.stage)
+                return await target.offer(item, target.on_refuse, sender, redirects + 1)
+            reason = "redirect loop"
+        elif isinstance(mode, Degrade):
+            value = item.value if type(item) is Call else item
+            try:
+                out = mode.handler(value)
+                if isawaitable(out):
+                    out = await out
+                targets = self._targets(out)
+            except Exception as exc:
+                self.count_refusal("degrade failed")
+                self.shed += 1
+                logger.error("degrade handler failed", stage=self.name, error=repr(exc))
+                if type(item) is Call:
+                    item.reply.fail(exc)
+                return False
+            self.count_refusal(reason)
+            self.degraded += 1
+            await self._send_on(item, targets)
+            return True
+        self.count_refusal(reason)
+        if sender == INTERNAL:
+            self.shed += 1
+            if type(item) is Call:
+                item.reply.fail(self.rejected_error(reason))
+            return False
+        self.queue.rejected += 1
+        if sender == LOSSY:
+            return False
+        raise self.rejected_error(reason)
+
+    def _drop_queued(self, item: Any, reason: str) -> None:
+        """Shed an event that was admitted (drop-oldest, deadline); its caller learns why."""
+        self.dropped += 1
+        self.shed += 1
+        self.count_refusal(reason)
+        if type(item) is Call:
+            item.reply.fail(self.rejected_error(reason))
+
+    def set_admission(self, policy: Any) -> None:
+        if policy is not None and not callable(policy):
+            raise ConfigError(f"stage {self.name!r}: admission must be callable or None")
+        self.policy = policy
+        self.update_plain()
+        self.queue.wake_all()  # waiting senders re-ask the new policy
+
+    # Workers --------------------------------------------------------------------------------
+
+    def spawn(self, tg: TaskGroup, count: int) -> None:
+        if self.stage.blocking:
+            worker = self._blocking_worker
+        elif self.stage.batch:
+            worker = self._batch_worker
+        else:
+            worker = self._event_worker
+        for _ in range(count):
+            self.serial += 1
+            self.workers += 1
+            # In the graph's start context, also for workers added later by set_workers.
+            start = partial(
+                tg.start_soon, worker, self.serial, name=f"aseda:{self.name}:{self.serial}"
+            )
+            self.runtime.context.run(start)
+
+    def set_workers(self, tg: TaskGroup, count: int) -> None:
+        low, high = self.stage.workers_min, self.stage.workers_max
+        if isinstance(count, bool) or not isinstance(count, int) or not low <= count <= high:
+            raise ConfigError(
+                f"stage {self.name!r}: workers must be in [{low}, {high}], not {count!r}"
+            )
+        delta = count - self.target
+        self.target = count
+        if delta > 0:
+            cancelled = min(delta, self.retiring)
+            self.retiring -= cancelled
+            self.spawn(tg, delta - cancelled)
+        elif delta < 0:
+            self.retiring -= delta
+            self.queue.wake_all()
+
+    def _should_exit(self) -> bool:
+        """At a chunk boundary or when idle: retire a surplus worker, or stop after close."""
+        if self.retiring:
+            self.retiring -= 1
+            return True
+        return self.queue.closed and not self.queue.buffer
+
+    async def _idle(self) -> None:
+        queue = self.queue
+        if queue.putters:  # credits come back as the stage finishes its events
+            queue.wake_putter()
+        runtime = self.runtime
+        if runtime.draining:
+            runtime.check_drained()
+        await queue.wait_for_event()
+
+    def _take_one(self) -> Any:
+        """Take the next event from a special queue: LIFO while a queue stands, deadline
+        shedding. Returns _SKIP for an event that was shed instead."""
+        queue = self.queue
+        buf = queue.buffer
+        lifo = self.lifo is not None and len(buf) >= self.lifo.threshold
+        item = buf.pop() if lifo else buf.popleft()
+        times = queue.times
+        if times is not None:
+            stamp = times.pop() if lifo else times.popleft()
+            deadline = self.deadline
+            assert deadline is not None
+            now = deadline.clock()
+            if deadline.shed(now - stamp, now):
+                self._drop_queued(item, "deadline")
+                item = _SKIP
+        if queue.putters:
+            queue.wake_putter()
+        return item
+
+    def _take(self, most: int) -> list[Any]:
+        """Take up to ``most`` queued events at once (batch and blocking workers)."""
+        queue = self.queue
+        buf = queue.buffer
+        if self.special:
+            items: list[Any] = []
+            while buf and len(items) < most:
+                item = self._take_one()
+                if item is not _SKIP:
+                    items.append(item)
+            return items
+        count = min(most, len(buf))
+        items = [buf.popleft() for _ in range(count)]
+        for _ in range(min(count, len(queue.putters))):
+            queue.wake_putter()
+        return items
+
+    async def _event_worker(self, number: int) -> None:
+        queue = self.queue
+        buf, putters = queue.buffer, queue.putters
+        popleft = buf.popleft
+        handler = self.stage.handler
+        special = self.special
+        terminal = not self.nexts
+        fast = len(self.nexts) == 1 and not self.nexts[0][1]
+        if fast:
+            down = self.nexts[0][0]
+            dqueue = down.queue
+            dbuf, dgetters, dcap = dqueue.buffer, dqueue.getters, dqueue.capacity
+        directives = DIRECTIVES
+        try:
+            while True:
+                if not buf:
+                    if self._should_exit():
+                        return
+                    await self._idle()
+                    continue
+                n = 0
+                while buf and n < CHUNK:
+                    n += 1
+                    if special:
+                        item = self._take_one()
+                        if item is _SKIP:
+                            continue
+                    else:
+                        item = popleft()
+                        if putters:
+                            queue.wake_putter()
+                    if type(item) is Call:
+                        await self._handle_call(item)
+                        continue
+                    try:
+                        out = await handler(item)
+                    except Exception as exc:
+                        await self._fail(item, exc)
+                        continue
+                    if type(out) in directives or not (fast or terminal):
+                        if not await self._emit_checked(item, out):
+                            continue
+                    elif fast:
+                        if down.plain and len(dbuf) < dcap:
+                            dbuf.append(out)
+                            dqueue.admitted += 1
+                            if dgetters:
+                                dgetters.pop().set()
+                        else:
+                            await down.offer(out, down.on_refuse, INTERNAL)
+                    self.processed += 1
+                if n == CHUNK:
+                    if self._should_exit():
+                        return
+                    await checkpoint()
+        finally:
+            self._worker_gone()
+
+    async def _batch_worker(self, number: int) -> None:
+        buf = self.queue.buffer
+        batch = self.stage.batch
+        assert batch is not None
+        handler = self.stage.handler
+        try:
+            while True:
+                if not buf:
+                    if self._should_exit():
+                        return
+                    await self._idle()
+                    continue
+                items = self._take(batch)
+                if items:
+                    values = [i.value if type(i) is Call else i for i in items]
+                    try:
+                        outs = await handler(values)
+                    except Exception as exc:
+                        await self._fail_batch(items, exc)
+                    else:
+                        await self._finish_batch(items, outs)
+                if self._should_exit():
+                    return
+                await checkpoint()
+        finally:
+            self._worker_gone()
+
+    async def _blocking_worker(self, number: int) -> None:
+        buf = self.queue.buffer
+        stage = self.stage
+        thread = OffloadThread(f"aseda:{self.name}:{number}", self.runtime.new_event)
+        try:
+            while True:
+                if not buf:
+                    if self._should_exit():
+                        return
+                    await self._idle()
+                    continue
+                if stage.batch:
+                    items = self._take(stage.batch)
+                else:
+                    # A fair share of the queue, so one thread does not serialise what
+                    # several could run side by side.
+                    items = self._take(min(CHUNK, max(1, len(buf) // max(1, self.workers))))
+                if not items:
+                    continue
+                values = [i.value if type(i) is Call else i for i in items]
+                if stage.batch:
+                    ok, result = await thread.run(self._thread_batch, values)
+                    if ok:
+                        await self._finish_batch(items, result)
+                    else:
+                        await self._fail_batch(items, result)
+                else:
+                    results = await thread.run(self._thread_each, values)
+                    for item, (ok, result) in zip(items, results, strict=True):
+                        if not ok:
+                            await self._fail(item, result)
+                        elif type(item) is Call:
+                            await self._finish_call(item, result)
+                        elif await self._emit_checked(item, result):
+                            self.processed += 1
+                # No checkpoint here: waiting for the thread already was one.
+                if self._should_exit():
+                    return
+        finally:
+            thread.stop()
+            self._worker_gone()
+
+    def _thread_each(self, values: list[Any], job: Job) -> list[tuple[bool, Any]]:
+        handler = self.stage.handler
+        results: list[tuple[bool, Any]] = []
+        for value in values:
+            if job.abort:
+                break
+            try:
+                results.append((True, handler(value)))
+            except Exception as exc:
+                results.append((False, exc))
+        return results
+
+    def _thread_batch(self, values: list[Any], job: Job) -> tuple[bool, Any]:
+        try:
+            return True, self.stage.handler(values)
+        except Exception as exc:
+            return False, exc
+
+    def _worker_gone(self) -> None:
+        self.workers -= 1
+        runtime = self.runtime
+        if runtime.draining:
+            runtime.check_drained()
+
+    # Forwarding -----------------------------------------------------------------------------
+
+    async def _forward(self, target: StageRun, back: bool, item: Any) -> None:
+        """Offer an output to a successor with that stage's own refusal mode. A cycle's back
+        edge skips admission: the event is already inside the graph, and a cycle must not
+        deadlock on its own full queues."""
+        if back:
+            target.append(item)
+        else:
+            await target.offer(item, target.on_refuse, INTERNAL)
+
+    def _targets(self, out: Any) -> list[tuple[StageRun | None, bool, Any]]:
+        """Where each output goes: (stage, back, value); stage None is a final value.
+
+        Raises RoutingError before anything is sent, so a bad route fails the whole event.
+        """
+        kind = type(out)
+        if kind is To:
+            try:
+                target, back = self.routes[out.stage]
+            except KeyError:
+                raise RoutingError(
+                    f"stage {self.name!r} routed to {out.stage!r}, which is not one of its "
+                    f"successors or declared routes {sorted(self.routes)}"
+                ) from None
+            return [(target, back, out.value)]
+        if kind is Many:
+            return [t for value in out.values for t in self._targets(value)]
+        if out is DROP:
+            return []
+        if not self.nexts:
+            return [(None, False, out)]
+        return [(target, back, out) for target, back in self.nexts]
+
+    async def _send_on(self, item: Any, targets: list[tuple[StageRun | None, bool, Any]]) -> None:
+        """Deliver outputs whose targets are known; answer a call's final values."""
+        if type(item) is not Call:
+            for target, back, value in targets:
+                if target is not None:
+                    await self._forward(target, back, value)
+            return
+        reply = item.reply
+        sends = []
+        for target, back, value in targets:
+            if target is None:
+                reply.resolve(value)
+            else:
+                sends.append((target, back, value))
+        reply.pending += len(sends)
+        for i, (target, back, value) in enumerate(sends):
+            if i == 0:  # the envelope in hand carries the first output on
+                item.value = value
+                await self._forward(target, back, item)
+            else:
+                await self._forward(target, back, Call(value, reply))
+        reply.retire(self.name)
+
+    async def _emit_checked(self, item: Any, out: Any) -> bool:
+        """Send a handler's output on; on a routing error fail the event instead."""
+        try:
+            targets = self._targets(out)
+        except RoutingError as exc:
+            await self._fail(item, exc)
+            return False
+        await self._send_on(item, targets)
+        return True
+
+    async def _handle_call(self, env: Call) -> None:
+        try:
+            out = await self.stage.handler(env.value)
+        except Exception as exc:
+            await self._fail(env, exc)
+            return
+        await self._finish_call(env, out)
+
+    async def _finish_call(self, env: Call, out: Any) -> None:
+        if type(out) not in DIRECTIVES:
+            # The common cases without building target lists: a final value, or one successor
+            # that gets the same envelope back (pending is unchanged: one in, one out).
+            nexts = self.nexts
+            if not nexts:
+                env.reply.resolve(out)
+                env.reply.retire(self.name)
+                self.processed += 1
+                return
+            if len(nexts) == 1:
+                env.value = out
+                await self._forward(nexts[0][0], nexts[0][1], env)
+                self.processed += 1
+                return
+        if await self._emit_checked(env, out):
+            self.processed += 1
+
+    async def _finish_batch(self, items: list[Any], outs: Any) -> None:
+        if outs is None:
+            outs = [DROP] * len(items) if self.nexts else [None] * len(items)
+        elif (
+            not isinstance(outs, Sequence)
+            or isinstance(outs, (str, bytes))
+            or len(outs) != len(items)
+        ):
+            error = TypeError(
+                f"batch handler of stage {self.name!r} must return None or a sequence with one "
+                f"output per event ({len(items)}), not {type(outs).__name__}"
+                + (f" of length {len(outs)}" if isinstance(outs, Sequence) else "")
+            )
+            await self._fail_batch(items, error)
+            return
+        for item, out in zip(items, outs, strict=True):
+            if type(item) is Call:
+                await self._finish_call(item, out)
+            elif await self._emit_checked(item, out):
+                self.processed += 1
+
+    # Failures -------------------------------------------------------------------------------
+
+    async def _fail_batch(self, items: list[Any], error: BaseException) -> None:
+        for item in items:
+            await self._fail(item, error)
+
+    async def _fail(self, item: Any, error: BaseException) -> None:
+        """Count a failed event, tell its caller, and apply the stage's on_error policy."""
+        self.failed += 1
+        policy = self.stage.on_error
+        if type(item) is Call:
+            item.reply.fail(error)
+            value = item.value
+        else:
+            value = item
+        if policy == "fail":
+            logger.error("stage failed the graph", stage=self.name, error=repr(error))
+            raise error
+        held = self.fail_log.allow()
+        if isinstance(policy, DeadLetter):
+            if held is not None:
+                logger.warning(
+                    "handler failed; sent to dead letter",
+                    stage=self.name,
+                    dead_letter=policy.stage,
+                    error=repr(error),
+                    suppressed=held,
+                )
+            assert self.dead is not None
+            target, back = self.dead
+            await self._forward(target, back, Failure(self.name, value, error))
+        elif held is not None:
+            logger.error(
+                "handler failed; event dropped",
+                stage=self.name,
+                error=repr(error),
+                suppressed=held,
+                exc_info=error,
+            )
+
+    # Introspection --------------------------------------------------------------------------
+
+    def stats(self) -> StageStats:
+        queue, stage = self.queue, self.stage
+        length = len(queue.buffer)
+        return StageStats(
+            name=self.name,
+            queue_length=length,
+            capacity=queue.capacity,
+            workers=self.workers,
+            workers_min=stage.workers_min,
+            workers_max=stage.workers_max,
+            batch=stage.batch,
+            blocking=stage.blocking,
+            admitted=queue.admitted,
+            rejected=queue.rejected,
+            processed=self.processed,
+            failed=self.failed,
+            in_flight=self.unfinished() - length,
+            senders_waiting=len(queue.putters),
+            shed=self.shed,
+            degraded=self.degraded,
+            redirected=self.redirected,
+            refusals=dict(self.reasons),
+            admission=repr(self.policy) if self.policy is not None else None,
+        )

@@ -622,6 +622,13 @@ class StageRun:
     # Failures -------------------------------------------------------------------------------
 
     async def _fail_batch(self, items: list[Any], error: BaseException) -> None:
+        if self.stage.on_error == "fail":
+            # _fail raises for the graph at once: count and answer the rest of the batch first.
+            for item in items[1:]:
+                self.failed += 1
+                if type(item) is Call:
+                    item.reply.fail(error)
+            items = items[:1]
         for item in items:
             await self._fail(item, error)
 

@@ -172,3 +172,136 @@ async def test_every_event_accounted_for_once(
     )
     assert Counter((f.stage, f.event) for f in dead) == expected_dead
     assert stats.state == "stopped" and stats.in_graph == 0
+
+
+# Load conditioning: every event offered is admitted, rejected at send, shed (counted by
+# reason), degraded or redirected, and every admitted one is processed, failed or shed.
+
+
+class TickClock:
+    """A clock that moves 10 ms each time it is read, so buckets refill as the run goes."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 0.01
+        return self.now
+
+
+@dataclass
+class Conditioned:
+    capacity: int
+    policy: str  # none, threshold, credits, bucket
+    limit: int
+    mode: str  # wait, shed, degrade, redirect
+    overflow: str
+    lifo: bool
+    fail_mod: int
+    passed: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+
+conditioned = st.builds(
+    Conditioned,
+    capacity=st.integers(1, 4),
+    policy=st.sampled_from(["none", "threshold", "credits", "bucket"]),
+    limit=st.integers(1, 3),
+    mode=st.sampled_from(["wait", "shed", "degrade", "redirect"]),
+    overflow=st.sampled_from(["refuse", "drop_oldest"]),
+    lifo=st.booleans(),
+    fail_mod=st.sampled_from([0, 0, 3]),
+).filter(lambda c: not (c.policy == "bucket" and c.mode == "wait"))
+
+
+def build_conditioned(index: int, spec: Conditioned) -> aseda.Stage:
+    policy: Any = {
+        "none": None,
+        "threshold": aseda.Threshold(spec.limit),
+        "credits": aseda.Credits(spec.limit),
+        "bucket": aseda.TokenBucket(rate=5, burst=spec.limit, clock=TickClock()),
+    }[spec.policy]
+    mode: Any = {
+        "wait": "wait",
+        "shed": "shed",
+        "degrade": aseda.Degrade(lambda x: x),
+        "redirect": aseda.Redirect("overflow"),
+    }[spec.mode]
+
+    async def handler(x: int) -> int:
+        await anyio.lowlevel.checkpoint()  # let queues fill and policies bite
+        if spec.fail_mod and (x + index) % spec.fail_mod == 0:
+            spec.failed.append(x)
+            raise ValueError(x)
+        spec.passed.append(x)
+        return x
+
+    return aseda.stage(
+        name=f"c{index}",
+        capacity=spec.capacity,
+        admission=policy,
+        on_refuse=mode,
+        overflow=spec.overflow,  # type: ignore[arg-type]
+        order=aseda.AdaptiveLIFO(2) if spec.lifo else "fifo",
+    )(handler)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    chain=st.lists(conditioned, min_size=1, max_size=4),
+    sends=st.lists(st.sampled_from(["send", "nowait", "lossy"]), min_size=1, max_size=40),
+)
+async def test_conditioning_accounts_for_every_event(
+    chain: list[Conditioned], sends: list[str]
+) -> None:
+    """sent = reached the end + failed + rejected at send + shed + redirected, each id once."""
+    for spec in chain:
+        spec.passed.clear()
+        spec.failed.clear()
+    stages = [build_conditioned(i, s) for i, s in enumerate(chain)]
+    end: list[int] = []
+    spilled: list[int] = []
+
+    async def sink(x: int) -> None:
+        end.append(x)
+
+    async def overflow(x: int) -> None:
+        spilled.append(x)
+
+    flow: Any = stages[0]
+    for s in stages[1:]:
+        flow = flow >> s
+    graph = aseda.Graph(
+        flow >> aseda.stage(name="end", capacity=aseda.UNBOUNDED)(sink),
+        aseda.stage(name="overflow", capacity=aseda.UNBOUNDED)(overflow),
+        entry="c0",
+    )
+    rejected: list[int] = []
+    with anyio.fail_after(10):
+        async with graph.run() as running:
+            for event_id, how in enumerate(sends):
+                try:
+                    if how == "send":
+                        await running.send(event_id)
+                    elif how == "nowait":
+                        running.send_nowait(event_id)
+                    elif not running.send_lossy(event_id):
+                        rejected.append(event_id)
+                except aseda.Rejected:
+                    rejected.append(event_id)
+    stats = running.stats()
+    failed = [x for spec in chain for x in spec.failed]
+    accounted = end + failed + rejected + spilled
+    assert len(accounted) == len(set(accounted)), "an event was counted twice"
+    shed = sum(s.shed for s in stats)
+    assert len(accounted) + shed == len(sends)
+    assert sum(s.rejected for s in stats) == len(rejected)
+    assert stats["overflow"].processed == len(spilled) == sum(s.redirected for s in stats)
+    for s in stats:
+        assert s.queue_length == s.in_flight == 0, s.name
+        assert sum(s.refusals.values()) == s.rejected + s.shed + s.degraded + s.redirected
+    assert stats.state == "stopped" and stats.in_graph == 0

@@ -76,10 +76,11 @@ class Rejected(AsedaError):
 class GraphClosed(AsedaError):
     """The running graph no longer admits new events.
 
-    Raised by ``send()``, ``send_nowait()`` and ``call()`` once the graph has begun to drain
-    (its ``async with`` block was left) or has stopped, including a sender that was waiting for
-    room when draining began. The event was not admitted. It is not raised for events that were
-    admitted before: those are finished by the drain.
+    Raised by every way of sending (``send``, ``send_nowait``, ``send_lossy``, ``call``,
+    ``send_many``, ``prepare``/``commit``) once the graph has begun to drain (its ``async with``
+    block was left), has stopped, or was cancelled, including to a sender that was waiting for
+    room at that moment. The event was not admitted. It is not raised for events admitted
+    before: a drain finishes those, and a cancelled run counts them in ``abandoned``.
     """
 
 

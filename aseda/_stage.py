@@ -371,7 +371,8 @@ def stage(
         blocking: run on threads. Implied by a plain ``def``; an error for ``async def``.
         on_error: what a handler exception does: ``"log"`` (log, count, drop; the default),
             ``"fail"`` (fail the whole graph), or ``aseda.DeadLetter(name)``. A ``call()``
-            caller receives the exception in every case.
+            caller receives the exception under every policy (unless, with fan-out, another
+            copy of its event produced a value).
         init: hook(s) run before the stage starts (open a pool); see :meth:`Stage.on_init`.
         close: hook(s) run after it stops (close the pool); see :meth:`Stage.on_close`.
         admission: a policy run on every event offered to the queue, in the sender's context:

@@ -36,6 +36,9 @@ __all__ = [
 
 Clock: TypeAlias = Callable[[], float]
 
+#: Relative tolerance of a token count (float sums of many small refills).
+_EPSILON = 1e-9
+
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
@@ -143,7 +146,9 @@ class _Plus:
 def _positive(value: object, what: str, *, whole: bool = False, allow_zero: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{what} must be a number, not {value!r}")
-    if math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        raise ConfigError(f"{what} must be finite, not {value!r}")
+    if value < 0 or (value == 0 and not allow_zero) or value > 1e300:
         raise ConfigError(
             f"{what} must be {'>= 0' if allow_zero else '> 0'} and finite, not {value!r}"
         )
@@ -223,8 +228,10 @@ class TokenBucket(AdmissionPolicy):
 
     def _take(self, count: int) -> Refusal | None:
         self._refill()
-        if self._tokens >= count:
-            self._tokens -= count
+        # The tolerance absorbs float rounding in the sum of many small refills, which would
+        # otherwise leave the bucket a hair under a whole token and run below its rate.
+        if self._tokens >= count - _EPSILON * count:
+            self._tokens = max(0.0, self._tokens - count)
             return None
         if count > self.burst:
             return Refusal(f"batch of {count} exceeds the bucket's burst of {self.burst:g}")
@@ -235,6 +242,10 @@ class TokenBucket(AdmissionPolicy):
 
     def admit_many(self, events: Sequence[Any], stage: StageView) -> Refusal | None:
         return self._take(len(events)) if events else None
+
+    def refund(self, count: int) -> None:
+        """Give back tokens taken for events that were not admitted after all."""
+        self._tokens = min(self.burst, self._tokens + count)
 
     def __repr__(self) -> str:
         return f"TokenBucket(rate={self._rate:g}, burst={self.burst:g})"
@@ -310,35 +321,90 @@ class PerClass(AdmissionPolicy):
         if set(order) != set(policies) or len(order) != len(policies):
             raise ConfigError(f"PerClass order {list(order)!r} must list each class once")
         n = len(order)
-        shares = dict(shares or {c: (i + 1) / n for i, c in enumerate(order)})
-        for cls in order:
-            share = shares.get(cls, 1.0)
-            if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+        # class -> (numerator, denominator): admitted while
+        # queue_length * denominator < capacity * numerator, exact for the default spacing.
+        limits: dict[Hashable, tuple[float, int]] = {c: (i + 1, n) for i, c in enumerate(order)}
+        if shares is not None:
+            unknown = set(shares) - set(order)
+            if unknown:
                 raise ConfigError(
-                    f"PerClass share of class {cls!r} must be in (0, 1], not {share!r}"
+                    f"PerClass shares name unknown classes {sorted(map(repr, unknown))}"
                 )
-            shares[cls] = float(share)
-        unknown = set(shares) - set(order)
-        if unknown:
-            raise ConfigError(f"PerClass shares name unknown classes {sorted(map(repr, unknown))}")
+            for cls in order:
+                share = shares.get(cls, 1.0)
+                if (
+                    isinstance(share, bool)
+                    or not isinstance(share, (int, float))
+                    or not 0 < share <= 1
+                ):
+                    raise ConfigError(
+                        f"PerClass share of class {cls!r} must be in (0, 1], not {share!r}"
+                    )
+                limits[cls] = (float(share), 1)
         self.policies = dict(policies)
         self.classify = classify
         self.order = tuple(order)
-        self.shares = shares
+        self.shares = {c: num / den for c, (num, den) in limits.items()}
+        self._limits = limits
         self._refusals = {c: Refusal(f"class {c!r} over its share") for c in order}
 
-    def __call__(self, event: Any, stage: StageView) -> Refusal | None:
+    def _class_of(self, event: Any) -> tuple[Hashable, Policy | None] | Refusal:
         cls = self.classify(event)
         try:
-            policy = self.policies[cls]
+            return cls, self.policies[cls]
         except (KeyError, TypeError):
             return Refusal(f"unknown class {cls!r}")
+
+    def _over_share(self, cls: Hashable, queued: int, capacity: float) -> bool:
+        num, den = self._limits[cls]
+        return queued * den >= capacity * num
+
+    def __call__(self, event: Any, stage: StageView) -> Refusal | None:
+        found = self._class_of(event)
+        if type(found) is Refusal:
+            return found
+        cls, policy = found  # type: ignore[misc]
         if policy is not None:
             decision = normalize(policy(event, stage))
             if decision is not None:
                 return decision
-        if stage.queue_length >= stage.capacity * self.shares[cls]:
+        if self._over_share(cls, stage.queue_length, stage.capacity):
             return self._refusals[cls]
+        return None
+
+    def admit_many(self, events: Sequence[Any], stage: StageView) -> Refusal | None:
+        """All or none: shares are checked first (no side effects), then each class's policy
+        decides on its events at once; tokens taken before a later refusal are given back."""
+        groups: dict[Hashable, list[Any]] = {}
+        queued = stage.queue_length
+        for event in events:
+            found = self._class_of(event)
+            if type(found) is Refusal:
+                return found
+            cls, _ = found  # type: ignore[misc]
+            if self._over_share(cls, queued, stage.capacity):
+                return self._refusals[cls]
+            groups.setdefault(cls, []).append(event)
+            queued += 1
+        taken: list[tuple[Any, int]] = []
+        for cls, group in groups.items():
+            policy = self.policies[cls]
+            if policy is None:
+                continue
+            if isinstance(policy, AdmissionPolicy):
+                decision = policy.admit_many(group, stage)
+            else:
+                decision = None
+                for i, event in enumerate(group):
+                    decision = normalize(policy(event, _Plus(stage, i)))
+                    if decision is not None:
+                        break
+            if decision is not None:
+                for earlier, count in taken:
+                    earlier.refund(count)
+                return decision
+            if hasattr(policy, "refund"):
+                taken.append((policy, len(group)))
         return None
 
     def __repr__(self) -> str:
@@ -378,7 +444,9 @@ class QueueDeadline:
         """Return True to shed an event that waited ``waited`` seconds, taken at ``now``."""
         if now >= self._window_end:
             if self._window_end != -math.inf:
-                self.overloaded = self._min > self.target
+                # A whole interval with no dequeue at all: the queue was idle, not standing.
+                idle = now >= self._window_end + self.interval
+                self.overloaded = self._min > self.target and not idle
             self._min = math.inf
             self._window_end = now + self.interval
         if waited < self._min:

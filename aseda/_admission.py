@@ -444,14 +444,20 @@ class QueueDeadline:
         """Return True to shed an event that waited ``waited`` seconds, taken at ``now``."""
         if now >= self._window_end:
             if self._window_end != -math.inf:
-                # A whole interval with no dequeue at all: the queue was idle, not standing.
-                idle = now >= self._window_end + self.interval
-                self.overloaded = self._min > self.target and not idle
+                self.overloaded = self._min > self.target
             self._min = math.inf
             self._window_end = now + self.interval
         if waited < self._min:
             self._min = waited
         return self.overloaded and waited > 2 * self.target
+
+    def emptied(self) -> None:
+        """The queue ran empty: it was not standing in this interval, whatever waited.
+
+        The runtime calls this when a dequeue leaves the queue empty, so a queue that drains
+        is judged not overloaded at the next interval, however long it then sits idle.
+        """
+        self._min = 0.0
 
     def __repr__(self) -> str:
         return f"QueueDeadline(target={self.target:g}, interval={self.interval:g})"

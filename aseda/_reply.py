@@ -20,12 +20,14 @@ class Reply:
     envelope has ended without a value, so fan-out gives the same answer whatever the order.
     """
 
-    __slots__ = ("done", "error", "event", "pending", "value")
+    __slots__ = ("done", "error", "event", "gone", "pending", "value")
 
     def __init__(self, event: anyio.Event) -> None:
         self.event = event
         self.pending = 1
         self.done = False
+        # The caller stopped waiting (cancelled, timed out): nobody wants the answer.
+        self.gone = False
         self.value: Any = NO_VALUE
         self.error: BaseException | None = None
 

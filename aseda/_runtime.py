@@ -196,11 +196,12 @@ class RunningGraph:
     async def _admit(self, run: StageRun, item: Any, mode: OnRefuse, sender: int) -> bool:
         self._check_open()
         self._sends += 1
-        if run.admit_now(item) is None:
+        refusal = run.admit_now(item)
+        if refusal is None:
             if self._sends % CHUNK == 0:
                 await checkpoint()  # a sender that never waits must still yield now and then
             return True
-        return await run.offer(item, mode, sender)
+        return await run.offer(item, mode, sender, refusal=refusal)
 
     async def send(
         self, event: Any, *, to: str | None = None, on_refuse: OnRefuse | None = None
@@ -282,10 +283,17 @@ class RunningGraph:
             await reply.event.wait()
         finally:
             self._replies.discard(reply)
-        if reply.value is NO_VALUE:
-            assert reply.error is not None
-            raise reply.error
-        return reply.value
+            if not reply.done:
+                reply.gone = True  # the caller gave up: workers skip the event
+        value, error = reply.value, reply.error
+        del reply  # no cycle: the traceback holds this frame, the reply holds the error
+        if value is NO_VALUE:
+            assert error is not None
+            try:
+                raise error
+            finally:
+                del error
+        return value
 
     def _admit_many(self, run: StageRun, events: list[Any]) -> Refusal | None:
         queue = run.queue

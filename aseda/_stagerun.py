@@ -55,6 +55,14 @@ _SKIP: Any = object()
 Link = tuple["StageRun", bool]
 
 
+def _drop_own_frame(exc: BaseException) -> None:
+    """Start the traceback at the handler: the catching frame is aseda's, and it holds the
+    envelope whose reply will hold ``exc`` (a reference cycle the collector must find)."""
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_next is not None:
+        exc.__traceback__ = tb.tb_next
+
+
 class StageRun:
     """One stage of a running graph. It is also the live :class:`aseda.StageView` that
     admission policies read."""
@@ -175,7 +183,14 @@ class StageRun:
             queue.times.popleft()
         return queue.buffer.popleft()
 
-    async def offer(self, item: Any, mode: OnRefuse, sender: int, redirects: int = 0) -> bool:
+    async def offer(
+        self,
+        item: Any,
+        mode: OnRefuse,
+        sender: int,
+        redirects: int = 0,
+        refusal: Refusal | None = None,
+    ) -> bool:
         """Offer ``item`` to this stage; on refusal do what ``mode`` says.
 
         Returns True if the event was admitted, degraded or redirected; False if it was shed
@@ -183,9 +198,10 @@ class StageRun:
         GraphClosed for an outside sender when the graph stops accepting while it waits.
         """
         while True:
-            refusal = self.admit_now(item)
-            if refusal is None:
-                return True
+            if refusal is None:  # else the caller already asked and was refused
+                refusal = self.admit_now(item)
+                if refusal is None:
+                    return True
             if mode != "wait":
                 return await self._refused(item, refusal, mode, sender, redirects)
             queue = self.queue
@@ -194,6 +210,7 @@ class StageRun:
                     await queue.wait_for_room()
             else:
                 await queue.wait_for_room()
+            refusal = None
             if sender != INTERNAL and not self.runtime.accepting:
                 raise GraphClosed("the graph stopped accepting events while this send waited")
 
@@ -333,6 +350,8 @@ class StageRun:
             if deadline.shed(now - stamp, now):
                 self._drop_queued(item, "deadline")
                 item = _SKIP
+            if not buf:
+                deadline.emptied()
         if queue.putters:
             queue.wake_putter()
         return item
@@ -345,14 +364,20 @@ class StageRun:
             items: list[Any] = []
             while buf and len(items) < most:
                 item = self._take_one()
-                if item is not _SKIP:
+                if item is not _SKIP and not (type(item) is Call and self._caller_gone(item)):
                     items.append(item)
             return items
         count = min(most, len(buf))
         items = [buf.popleft() for _ in range(count)]
         for _ in range(min(count, len(queue.putters))):
             queue.wake_putter()
-        return items
+        return [i for i in items if not (type(i) is Call and self._caller_gone(i))]
+
+    def _caller_gone(self, env: Call) -> bool:
+        if env.reply.gone:
+            self._drop_queued(env, "caller gone")
+            return True
+        return False
 
     async def _event_worker(self, number: int) -> None:
         queue = self.queue
@@ -491,9 +516,15 @@ class StageRun:
                 results.append((True, handler(value)))
             except Exception as exc:
                 results.append((False, exc))
-        return results
+        # An exception's traceback holds this frame; clear the locals that lead back to the
+        # exception (results, and the job that will hold them), so no reference cycle is left.
+        try:
+            return results
+        finally:
+            del results, job
 
     def _thread_batch(self, values: list[Any], job: Job) -> tuple[bool, Any]:
+        del job  # as in _thread_each: the job will hold the exception holding this frame
         try:
             return True, self.stage.handler(values)
         except Exception as exc:
@@ -573,9 +604,13 @@ class StageRun:
         return True
 
     async def _handle_call(self, env: Call) -> None:
+        if env.reply.gone:
+            self._drop_queued(env, "caller gone")
+            return
         try:
             out = await self.stage.handler(env.value)
         except Exception as exc:
+            _drop_own_frame(exc)
             await self._fail(env, exc)
             return
         await self._finish_call(env, out)

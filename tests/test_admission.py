@@ -794,6 +794,7 @@ def test_deadline_idle_queue_forgets_old_overload() -> None:
     """After the queue sat empty for many intervals, a new burst is served in full."""
     deadline = aseda.QueueDeadline(TARGET, INTERVAL)
     overload(deadline)  # the queue stood, then drained; nothing arrives for 10 s
+    deadline.emptied()
     idle = 10.0
     assert deadline.shed(0.0, idle) is False  # found the queue empty: served at once
     assert [deadline.shed(0.02 * k, idle + 0.02 * k) for k in (1, 2, 3)] == [False, False, False]

@@ -435,3 +435,54 @@ async def test_back_edges_skip_admission() -> None:
     async with graph.run() as running:
         assert await running.call(5) == "done"
     assert running.stats()["count"].processed == 6
+
+
+async def test_a_caller_that_gave_up_is_not_served() -> None:
+    """call()s whose callers were cancelled are shed at dequeue with reason 'caller gone'."""
+    held, gate, seen = gated(capacity=100)
+    async with aseda.Graph(held).run() as running:
+        await occupy(running)
+        with anyio.move_on_after(0) as scope:  # gives up at its first wait
+            await running.call("abandoned")
+        assert scope.cancelled_caught
+        gate.set()
+    assert seen == ["first"]
+    stats = running.stats()["held"]
+    assert (stats.shed, stats.refusals) == (1, {"caller gone": 1})
+
+
+async def test_failed_calls_leave_no_reference_cycles() -> None:
+    """A failed or shed call() leaves nothing for the cycle collector, on either path."""
+    import gc
+
+    @aseda.stage
+    async def boom(x: int) -> int:
+        raise ValueError(x)
+
+    @aseda.stage
+    def thread_boom(x: int) -> int:
+        raise ValueError(x)
+
+    @aseda.stage(batch=4)
+    def batch_boom(xs: list[int]) -> list[int]:
+        raise ValueError(xs)
+
+    shed, gate, _ = gated("shed", capacity=1, on_refuse="shed")
+    for stage in (boom, thread_boom, batch_boom, shed):
+        async with aseda.Graph(stage).run() as running:
+            if stage is shed:
+                await occupy(running)
+                running.send_nowait("queued")
+            for i in range(3):  # warm up lazily created objects
+                with pytest.raises(aseda.AsedaError if stage is shed else ValueError):
+                    await running.call(i)
+            gc.collect()
+            gc.disable()
+            try:
+                for i in range(50):
+                    with pytest.raises(aseda.AsedaError if stage is shed else ValueError):
+                        await running.call(i)
+                assert gc.collect() == 0, stage.name
+            finally:
+                gc.enable()
+            gate.set()

@@ -486,3 +486,20 @@ async def test_failed_calls_leave_no_reference_cycles() -> None:
             finally:
                 gc.enable()
             gate.set()
+
+
+async def test_queue_deadline_sheds_behind_a_handler_slower_than_the_interval() -> None:
+    """Dequeues further apart than the interval still judge the queue (it never emptied)."""
+    clock = Clock()
+
+    @aseda.stage(deadline=aseda.QueueDeadline(target=0.005, interval=0.1, clock=clock))
+    async def slow(x: int) -> int:
+        clock.now += 0.2  # each event takes twice the interval
+        return x
+
+    sink, seen = collector()
+    async with aseda.Graph(slow >> sink).run() as running:
+        running.send_many_nowait(range(6))
+    # t = 0: waited 0; t = .2: waited .2 (that interval's minimum); t = .4: overloaded, shed
+    assert seen == [0, 1]
+    assert running.stats()["slow"].refusals == {"deadline": 4}

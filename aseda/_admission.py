@@ -364,12 +364,11 @@ class PerClass(AdmissionPolicy):
         if type(found) is Refusal:
             return found
         cls, policy = found  # type: ignore[misc]
-        if policy is not None:
-            decision = normalize(policy(event, stage))
-            if decision is not None:
-                return decision
+        # The share first: it has no side effects, so a refused event spends no token.
         if self._over_share(cls, stage.queue_length, stage.capacity):
             return self._refusals[cls]
+        if policy is not None:
+            return normalize(policy(event, stage))
         return None
 
     def admit_many(self, events: Sequence[Any], stage: StageView) -> Refusal | None:

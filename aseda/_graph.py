@@ -192,6 +192,7 @@ class Graph:
                 raise GraphError(f"entry stage {self.entry!r} is not in the graph")
         self.edges = self._mark_back_edges(list(edges))
         self._check_reachable()
+        self._check_redirects()
 
     # Checks ---------------------------------------------------------------------------------
 
@@ -233,6 +234,28 @@ class Graph:
                 f"no event can reach stage(s) {', '.join(map(repr, unreachable))}: every "
                 "stage in a cycle needs a way in from a stage outside it"
             )
+
+    def _check_redirects(self) -> None:
+        """A refused event redirected to a stage that leads back to the refusing one would go
+        round until that stage had room again: refuse such a graph."""
+        out: dict[str, set[str]] = {n: set() for n in self._stages}
+        for e in self.edges:
+            out[e.source].add(e.target)
+        for e in self.edges:
+            if e.kind != "redirect":
+                continue
+            seen, todo = {e.target}, [e.target]
+            while todo:
+                for nxt in out[todo.pop()]:
+                    if nxt == e.source:
+                        raise GraphError(
+                            f"stage {e.source!r} redirects refused events to {e.target!r}, "
+                            f"which leads back to {e.source!r}: they would go round while "
+                            f"{e.source!r} is full; redirect to a stage off that path"
+                        )
+                    if nxt not in seen:
+                        seen.add(nxt)
+                        todo.append(nxt)
 
     # Introspection ---------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import anyio
 
 from ._errors import Abandoned, Dropped
 
-__all__ = ["NO_VALUE", "Call", "Reply"]
+__all__ = ["NO_REPLY", "NO_VALUE", "Call", "Reply"]
 
 NO_VALUE: Any = object()
 
@@ -64,11 +64,48 @@ class Reply:
             self.event.set()
 
 
+class _NoReply(Reply):
+    """The reply of a sampled ``send()``: nobody waits, so every answer is dropped."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.done = True
+        self.gone = False
+        self.value = NO_VALUE
+        self.error = None
+
+    def resolve(self, value: Any) -> None:
+        pass
+
+    def fail(self, error: BaseException) -> None:
+        pass
+
+    def retire(self, stage: str) -> None:
+        pass
+
+    def abandon(self) -> None:
+        pass
+
+
+NO_REPLY: Reply = _NoReply()
+
+
 class Call:
-    """An event sent by ``call()``: carries its reply through the graph."""
+    """An envelope: an event that carries timing (and, for ``call()``, a reply).
 
-    __slots__ = ("reply", "value")
+    Every ``call()`` travels in one; so does every sampled ``send()`` (with ``NO_REPLY``), which
+    is how latency is measured without touching the events that are not sampled.
+    """
 
-    def __init__(self, value: Any, reply: Reply) -> None:
+    __slots__ = ("reply", "t_enter", "t_queued", "trace", "value")
+
+    def __init__(
+        self, value: Any, reply: Reply, t_enter: float = 0.0, trace: int | None = None
+    ) -> None:
         self.value = value
         self.reply = reply
+        self.t_enter = t_enter  # perf_counter() when it entered the graph
+        self.t_queued = t_enter  # perf_counter() when it entered its current queue
+        self.trace = trace  # trace id, for a traced event

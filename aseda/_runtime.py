@@ -179,12 +179,14 @@ class RunningGraph:
         except KeyError:
             raise ConfigError(f"no stage named {name!r} in this graph") from None
 
-    def _mode(self, run: StageRun, on_refuse: OnRefuse | None) -> OnRefuse:
+    def _mode(self, run: StageRun, on_refuse: OnRefuse | None, method: str) -> OnRefuse:
         if on_refuse is None:
             return run.on_refuse
-        check_on_refuse(on_refuse, "send")
+        check_on_refuse(on_refuse, method)
         if isinstance(on_refuse, Redirect):
             self.stage_run(on_refuse.stage)
+            if on_refuse.stage == run.name:
+                raise ConfigError(f"{method}: stage {run.name!r} cannot redirect to itself")
         return on_refuse
 
     def _check_open(self) -> None:
@@ -218,7 +220,7 @@ class RunningGraph:
             ConfigError: no stage is named ``to`` (or by a ``Redirect``); a bad ``on_refuse``.
         """
         run = self.stage_run(to)
-        await self._admit(run, event, self._mode(run, on_refuse), RAISE)
+        await self._admit(run, event, self._mode(run, on_refuse, "send"), RAISE)
 
     def send_nowait(self, event: Any, *, to: str | None = None) -> None:
         """Admit ``event`` now or refuse it, whatever the stage's ``on_refuse``.
@@ -275,7 +277,7 @@ class RunningGraph:
             GraphClosed: the graph is draining, stopped or cancelled.
         """
         run = self.stage_run(to)
-        mode = self._mode(run, on_refuse)
+        mode = self._mode(run, on_refuse, "call")
         reply = Reply(self.new_event())
         self._replies.add(reply)
         try:
@@ -309,7 +311,15 @@ class RunningGraph:
                 return policy.admit_many(events, run)
             return AdmissionPolicy.admit_many(_Adapter(policy), events, run)
         except Exception as exc:
-            logger.error("admission policy failed; batch refused", stage=run.name, error=repr(exc))
+            held = run.policy_log.allow()
+            if held is not None:
+                logger.error(
+                    "admission policy failed; batch refused",
+                    stage=run.name,
+                    error=repr(exc),
+                    suppressed=held,
+                    exc_info=exc,
+                )
             return Refusal("policy error")
 
     def prepare(self, events: Iterable[Any], *, to: str | None = None) -> Reservation:
@@ -329,7 +339,7 @@ class RunningGraph:
         refusal = self._admit_many(run, batch)
         if refusal is not None:
             run.queue.rejected += len(batch)
-            run.count_refusal(refusal.reason)
+            run.count_refusal(refusal.reason, len(batch))
             raise run.rejected_error(refusal.reason)
         return Reservation(self, run, batch)
 
@@ -359,7 +369,7 @@ class RunningGraph:
                 return
             if refusal.reason.startswith("batch of"):
                 run.queue.rejected += len(batch)
-                run.count_refusal(refusal.reason)
+                run.count_refusal(refusal.reason, len(batch))
                 raise run.rejected_error(refusal.reason)
             if refusal.retry_after is not None:
                 with anyio.move_on_after(refusal.retry_after):

@@ -45,8 +45,6 @@ INTERNAL: Final = 0
 RAISE: Final = 1
 LOSSY: Final = 2
 
-#: Redirects followed for one event before it is shed (a loop of redirects).
-MAX_REDIRECTS = 8
 
 _FULL = Refusal("queue full")
 _POLICY_ERROR = Refusal("policy error")
@@ -188,7 +186,6 @@ class StageRun:
         item: Any,
         mode: OnRefuse,
         sender: int,
-        redirects: int = 0,
         refusal: Refusal | None = None,
     ) -> bool:
         """Offer ``item`` to this stage; on refusal do what ``mode`` says.
@@ -203,7 +200,7 @@ class StageRun:
                 if refusal is None:
                     return True
             if mode != "wait":
-                return await self._refused(item, refusal, mode, sender, redirects)
+                return await self._refused(item, refusal, mode, sender)
             queue = self.queue
             if refusal.retry_after is not None:
                 with anyio.move_on_after(refusal.retry_after):
@@ -214,8 +211,8 @@ class StageRun:
             if sender != INTERNAL and not self.runtime.accepting:
                 raise GraphClosed("the graph stopped accepting events while this send waited")
 
-    def count_refusal(self, reason: str) -> None:
-        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+    def count_refusal(self, reason: str, events: int = 1) -> None:
+        self.reasons[reason] = self.reasons.get(reason, 0) + events
         held = self.refuse_log.allow()
         if held is not None:
             logger.info(
@@ -229,18 +226,15 @@ class StageRun:
     def rejected_error(self, reason: str) -> Rejected:
         return Rejected(self.name, reason, len(self.queue.buffer))
 
-    async def _refused(
-        self, item: Any, refusal: Refusal, mode: OnRefuse, sender: int, redirects: int
-    ) -> bool:
+    async def _refused(self, item: Any, refusal: Refusal, mode: OnRefuse, sender: int) -> bool:
         reason = refusal.reason
         if isinstance(mode, Redirect):
-            if redirects < MAX_REDIRECTS:
-                self.count_refusal(reason)
-                self.redirected += 1
-                target = self.runtime.stage_run(mode.stage)
-                return await target.offer(item, target.on_refuse, sender, redirects + 1)
-            reason = "redirect loop"
-        elif isinstance(mode, Degrade):
+            # Graph checks guarantee a redirect never leads back here, so this ends.
+            self.count_refusal(reason)
+            self.redirected += 1
+            target = self.runtime.stage_run(mode.stage)
+            return await target.offer(item, target.on_refuse, sender)
+        if isinstance(mode, Degrade):
             value = item.value if type(item) is Call else item
             try:
                 out = mode.handler(value)
@@ -249,11 +243,24 @@ class StageRun:
                 targets = self._targets(out)
             except Exception as exc:
                 self.count_refusal("degrade failed")
-                self.shed += 1
-                logger.error("degrade handler failed", stage=self.name, error=repr(exc))
-                if type(item) is Call:
-                    item.reply.fail(exc)
-                return False
+                held = self.policy_log.allow()
+                if held is not None:
+                    logger.error(
+                        "degrade handler failed",
+                        stage=self.name,
+                        error=repr(exc),
+                        suppressed=held,
+                        exc_info=exc,
+                    )
+                if sender == INTERNAL:
+                    self.shed += 1
+                    if type(item) is Call:
+                        item.reply.fail(exc)
+                    return False
+                self.queue.rejected += 1  # the sender is told, as for "shed"
+                if sender == LOSSY:
+                    return False
+                raise self.rejected_error("degrade failed") from exc
             self.count_refusal(reason)
             self.degraded += 1
             await self._send_on(item, targets)
@@ -722,6 +729,7 @@ class StageRun:
             in_flight=self.unfinished() - length,
             senders_waiting=len(queue.putters),
             shed=self.shed,
+            dropped=self.dropped,
             degraded=self.degraded,
             redirected=self.redirected,
             refusals=dict(self.reasons),

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-__all__ = ["GraphStats", "StageStats"]
+from ._histogram import LatencySummary
+
+__all__ = ["EMPTY_LATENCY", "GraphStats", "StageStats"]
+
+#: The summary of a histogram with no samples.
+EMPTY_LATENCY = LatencySummary(0, math.nan, math.nan, math.nan, 0.0, math.nan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,8 +20,8 @@ class StageStats:
     """A snapshot of one stage.
 
     Conservation holds at every snapshot: every event offered to the stage was admitted,
-    rejected (told to its sender), shed, degraded or redirected; and every admitted one is
-    processed, failed, shed from the queue, queued or in flight.
+    rejected (told to its sender), shed, degraded or redirected; and
+    ``admitted == processed + failed + dropped + queue_length + in_flight``.
     """
 
     #: the stage's name
@@ -47,6 +54,9 @@ class StageStats:
     #: events shed: refused on the way in from an upstream stage, or dropped from the queue
     #: (drop-oldest, deadline); a ``call()`` among them gets Rejected
     shed: int = 0
+    #: of the shed events, those dropped from the queue after they were admitted
+    #: (drop-oldest, deadline, a caller that gave up)
+    dropped: int = 0
     #: refused events answered by the stage's Degrade handler instead
     degraded: int = 0
     #: refused events sent to another stage by Redirect
@@ -55,6 +65,20 @@ class StageStats:
     refusals: dict[str, int] = field(default_factory=dict)
     #: the admission policy in force (its repr), or None
     admission: str | None = None
+    #: time sampled events waited in the queue, seconds
+    queue_wait: LatencySummary = EMPTY_LATENCY
+    #: time the handler took per sampled event, seconds
+    service: LatencySummary = EMPTY_LATENCY
+    #: time from entering the graph to leaving this stage, per sampled event, seconds;
+    #: at a stage with no successors this is the end-to-end response time
+    response: LatencySummary = EMPTY_LATENCY
+    #: events processed per second, over the last second or so
+    throughput: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (nan becomes None)."""
+        data: dict[str, Any] = _jsonable(asdict(self))
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +94,9 @@ class GraphStats:
     state: str
     #: admitted events the run gave up on when it was cancelled or failed (0 otherwise)
     abandoned: int
+    #: when the snapshot was taken (``time.monotonic()``), and seconds since the run began
+    time: float = 0.0
+    elapsed: float = 0.0
 
     def __getitem__(self, name: str) -> StageStats:
         for s in self.stages:
@@ -82,6 +109,16 @@ class GraphStats:
 
     def __len__(self) -> int:
         return len(self.stages)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: graph fields and a list of stage dicts (nan becomes None)."""
+        return {
+            "state": self.state,
+            "abandoned": self.abandoned,
+            "time": self.time,
+            "elapsed": self.elapsed,
+            "stages": [s.to_dict() for s in self.stages],
+        }
 
     @property
     def in_graph(self) -> int:
@@ -107,3 +144,13 @@ class GraphStats:
         lines = [fmt.format(*cols), *(fmt.format(*r) for r in rows)]
         lines.append(f"state: {self.state}, abandoned: {self.abandoned}")
         return "\n".join(lines)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if math.isnan(value) else ("inf" if math.isinf(value) else value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value

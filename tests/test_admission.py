@@ -606,10 +606,14 @@ def test_per_class_unbounded_queue_never_refuses_on_share() -> None:
     assert policy(0, View(queue_length=10**9, capacity=math.inf)) is None
 
 
-def test_per_class_policy_decides_before_share() -> None:
-    """The class's own policy refuses first, and any return form is normalised."""
+def test_per_class_share_decides_before_policy() -> None:
+    """The share is checked first (no side effects); then the class's own policy, whose
+    return value is normalised."""
     policy = aseda.PerClass({"a": lambda e, s: "busy", "b": lambda e, s: False}, lambda e: e)
-    assert aseda.Refusal("busy") == policy("a", View(queue_length=10**6, capacity=1))
+    assert aseda.Refusal("class 'a' over its share") == policy(
+        "a", View(queue_length=10**6, capacity=1)
+    )
+    assert aseda.Refusal("busy") == policy("a", View())
     assert aseda.Refusal("refused by policy") == policy("b", View())
 
 

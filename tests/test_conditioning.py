@@ -266,19 +266,30 @@ async def test_redirect_sends_refused_events_elsewhere() -> None:
     assert running.stats()["held"].redirected == 2
 
 
-async def test_redirect_loop_is_cut() -> None:
-    """Two full stages redirecting to each other shed the event with 'redirect loop'."""
+def test_mutual_redirects_are_refused_when_built() -> None:
+    """Two stages redirecting to each other would pass an event back and forth: GraphError."""
+    a, _, _ = gated("a", capacity=1, on_refuse=aseda.Redirect("b"))
+    b, _, _ = gated("b", capacity=1, on_refuse=aseda.Redirect("a"))
+    with pytest.raises(aseda.GraphError, match="leads back"):
+        aseda.Graph(a, b)
+
+
+async def test_redirect_chain_ends_in_the_last_stage_mode() -> None:
+    """a -> b -> c by redirects: the event goes as far as it must, then c's mode applies."""
     a, gate_a, _ = gated("a", capacity=1, on_refuse=aseda.Redirect("b"))
-    b, gate_b, _ = gated("b", capacity=1, on_refuse=aseda.Redirect("a"))
-    async with aseda.Graph(a, b).run() as running:
-        await occupy(running, to="a")
-        await occupy(running, to="b")
-        running.send_nowait(1, to="a")
-        running.send_nowait(2, to="b")
-        with pytest.raises(aseda.Rejected, match="redirect loop"):
-            await running.send(3, to="a")
-        gate_a.set()
-        gate_b.set()
+    b, gate_b, _ = gated("b", capacity=1, on_refuse=aseda.Redirect("c"))
+    c, gate_c, _ = gated("c", capacity=1, on_refuse="shed")
+    async with aseda.Graph(a, b, c).run() as running:
+        for name in "abc":
+            await occupy(running, to=name)
+            running.send_nowait("queued", to=name)
+        with pytest.raises(aseda.Rejected, match="queue full") as info:
+            await running.send("x", to="a")
+        assert info.value.stage == "c"
+        for gate in (gate_a, gate_b, gate_c):
+            gate.set()
+    stats = running.stats()
+    assert (stats["a"].redirected, stats["b"].redirected, stats["c"].rejected) == (1, 1, 1)
 
 
 def test_redirect_targets_checked_when_built() -> None:
@@ -503,3 +514,49 @@ async def test_queue_deadline_sheds_behind_a_handler_slower_than_the_interval() 
     # t = 0: waited 0; t = .2: waited .2 (that interval's minimum); t = .4: overloaded, shed
     assert seen == [0, 1]
     assert running.stats()["slow"].refusals == {"deadline": 4}
+
+
+def test_redirect_back_upstream_is_refused_when_built() -> None:
+    """Redirecting to a stage that leads back to the refusing one would loop: GraphError."""
+
+    @aseda.stage
+    async def a(x: int) -> int:
+        return x
+
+    b, _, _ = gated("b", capacity=1, on_refuse=aseda.Redirect("a"))
+    with pytest.raises(aseda.GraphError, match="leads back"):
+        aseda.Graph(a >> b)
+
+
+async def test_per_class_share_refusal_spends_no_token() -> None:
+    """An event refused for its class's share takes no token from that class's bucket."""
+    clock = Clock()
+    bucket = aseda.TokenBucket(1, burst=2, clock=clock)
+    policy = aseda.PerClass({0: bucket, 1: None}, classify=lambda e: e[0])
+    held, gate, _ = gated(capacity=2, admission=policy)
+    async with aseda.Graph(held).run() as running:
+        await occupy(running, (1, "x"))
+        running.send_nowait((1, "y"))  # class 0 may fill half of 2: the queue is at its share
+        with pytest.raises(aseda.Rejected, match="share"):
+            running.send_nowait((0, "z"))
+        assert bucket.tokens == 2
+        gate.set()
+
+
+async def test_failing_degrade_tells_the_sender() -> None:
+    """A Degrade handler that raises: send() gets Rejected('degrade failed'), counted."""
+
+    def broken(x: str) -> str:
+        raise KeyError(x)
+
+    held, gate, _ = gated(capacity=1, on_refuse=aseda.Degrade(broken))
+    async with aseda.Graph(held).run() as running:
+        await occupy(running)
+        running.send_nowait("queued")
+        with pytest.raises(aseda.Rejected, match="degrade failed"):
+            await running.send("late")
+        assert running.send_lossy("lossy") is False
+        gate.set()
+    stats = running.stats()["held"]
+    # the lossy send ignores on_refuse: refused for "queue full" and told with False
+    assert (stats.rejected, stats.refusals) == (2, {"degrade failed": 1, "queue full": 1})

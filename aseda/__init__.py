@@ -24,6 +24,9 @@ from ._errors import RoutingError as RoutingError
 from ._graph import Edge as Edge
 from ._graph import Flow as Flow
 from ._graph import Graph as Graph
+from ._histogram import LatencySummary as LatencySummary
+from ._instrument import Instrument as Instrument
+from ._instrument import Span as Span
 from ._outputs import DROP as DROP
 from ._outputs import DeadLetter as DeadLetter
 from ._outputs import Failure as Failure
@@ -49,6 +52,9 @@ __all__ = [
     "DROP",
     "UNBOUNDED",
     "Abandoned",
+    "Instrument",
+    "LatencySummary",
+    "Span",
     "AdaptiveLIFO",
     "AdmissionPolicy",
     "Credits",

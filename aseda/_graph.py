@@ -13,6 +13,7 @@ from ._refusals import Redirect
 from ._stage import Stage
 
 if TYPE_CHECKING:
+    from ._instrument import Instrument
     from ._runtime import RunningGraph
 
 __all__ = ["Edge", "Flow", "Graph"]
@@ -280,7 +281,14 @@ class Graph:
     # Running ---------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def run(self) -> AsyncIterator[RunningGraph]:
+    async def run(
+        self,
+        *,
+        statistics: bool = True,
+        sample_rate: float = 1000.0,
+        trace: float = 0.0,
+        instruments: Sequence[Instrument] = (),
+    ) -> AsyncIterator[RunningGraph]:
         """Run the graph inside the current task: ``async with graph.run() as running``.
 
         Starts every stage (init hooks, then workers) in a task group. Leaving the block
@@ -289,8 +297,25 @@ class Graph:
         cancelled instead and the number of abandoned events is logged and kept in
         ``running.abandoned``. A stage with ``on_error="fail"`` fails the run: its exception
         leaves the block inside an ExceptionGroup, as from any task group.
+
+        Args:
+            statistics: measure latency (queue wait, service, time since entry) on sampled
+                events and every ``call()``. Events that are not sampled pay nothing.
+            sample_rate: about how many events a second to sample; the sampling interval
+                adapts to the load.
+            trace: the fraction of events to trace (0.01 is 1 %): each traced event's visit
+                to each stage is logged as a structlog ``"trace"`` event and handed to the
+                instruments' ``span`` hook.
+            instruments: :class:`aseda.Instrument` objects whose hooks are called on start,
+                stop, traced spans, refusals and failures.
         """
         from ._runtime import RunningGraph
 
-        async with RunningGraph._start(self) as running:
+        async with RunningGraph._start(
+            self,
+            statistics=statistics,
+            sample_rate=sample_rate,
+            trace=trace,
+            instruments=instruments,
+        ) as running:
             yield running

@@ -20,14 +20,16 @@ class _Logger:
     Only slow paths log, so the check per call costs nothing that matters.
     """
 
-    __slots__ = ("_fallback",)
+    __slots__ = ("_configured", "_fallback")
 
     def __init__(self) -> None:
         self._fallback: Any = None
+        # A lazy proxy reads the configuration on every call, so one can be kept.
+        self._configured: Any = structlog.get_logger("aseda")
 
     def _target(self) -> Any:
         if structlog.is_configured():
-            return structlog.get_logger("aseda")
+            return self._configured
         if self._fallback is None:
             self._fallback = structlog.wrap_logger(
                 structlog.PrintLogger(sys.stderr),

@@ -99,7 +99,7 @@ class Call:
     is how latency is measured without touching the events that are not sampled.
     """
 
-    __slots__ = ("reply", "t_enter", "t_queued", "trace", "value")
+    __slots__ = ("reply", "spans", "t_enter", "t_queued", "trace", "value")
 
     def __init__(
         self, value: Any, reply: Reply, t_enter: float = 0.0, trace: int | None = None
@@ -109,3 +109,7 @@ class Call:
         self.t_enter = t_enter  # perf_counter() when it entered the graph
         self.t_queued = t_enter  # perf_counter() when it entered its current queue
         self.trace = trace  # trace id, for a traced event
+        # A traced event's visits so far: (stage, enqueued, started, ended, outcome).
+        self.spans: list[tuple[str, float, float, float, str]] | None = (
+            [] if trace is not None else None
+        )

@@ -6,7 +6,9 @@ Each stage's own machinery (admission, workers, forwarding) is in ``_stagerun.py
 from __future__ import annotations
 
 import contextvars
-from collections.abc import AsyncIterator, Iterable
+import math
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
@@ -17,10 +19,11 @@ from anyio.lowlevel import checkpoint
 
 from ._admission import AdmissionPolicy, Policy, Refusal, normalize
 from ._errors import ConfigError, GraphClosed
+from ._instrument import Instrument, Instruments, Span
 from ._log import logger
 from ._queue import event_type
 from ._refusals import OnRefuse, Redirect, check_on_refuse
-from ._reply import NO_VALUE, Call, Reply
+from ._reply import NO_REPLY, NO_VALUE, Call, Reply
 from ._stagerun import CHUNK, RAISE, StageRun
 from ._stats import GraphStats
 
@@ -39,9 +42,36 @@ class RunningGraph:
     event loop's thread.
     """
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        statistics: bool = True,
+        sample_rate: float = 1000.0,
+        trace: float = 0.0,
+        instruments: Sequence[Instrument] = (),
+    ) -> None:
+        if isinstance(sample_rate, bool) or not (
+            isinstance(sample_rate, (int, float)) and 0 < sample_rate < math.inf
+        ):
+            raise ConfigError(f"sample_rate must be a positive number, not {sample_rate!r}")
+        if isinstance(trace, bool) or not (isinstance(trace, (int, float)) and 0 <= trace <= 1):
+            raise ConfigError(f"trace must be a fraction in [0, 1], not {trace!r}")
         self.graph = graph
         self.new_event = event_type()
+        self.statistics = statistics
+        self.instruments = Instruments(instruments)
+        # Sampling: every n-th event sent from outside travels in a timing envelope; n adapts
+        # so that about `sample_rate` events a second are sampled, whatever the load.
+        self._min_gap = 1.0 / sample_rate
+        self._sample_every = 1
+        self._countdown = 1 if statistics or trace else 1 << 62
+        self._last_sample = 0.0
+        self._trace = float(trace)
+        self._trace_credit = 0.0
+        self._trace_ids = 0
+        self._started = time.monotonic()
+        self._t0 = time.perf_counter()
         self.context = contextvars.copy_context()
         self._stages = {s.name: StageRun(self, s) for s in graph.stages}
         for edge in graph.edges:
@@ -67,8 +97,8 @@ class RunningGraph:
 
     @classmethod
     @asynccontextmanager
-    async def _start(cls, graph: Graph) -> AsyncIterator[RunningGraph]:
-        self = cls(graph)
+    async def _start(cls, graph: Graph, **options: Any) -> AsyncIterator[RunningGraph]:
+        self = cls(graph, **options)
         opened: list[StageRun] = []
         body_error: Exception | None = None
         clean = False
@@ -89,6 +119,10 @@ class RunningGraph:
                         logger.debug("stage started", stage=run.name, workers=run.target)
                     self.accepting = True
                     self._state = "running"
+                    self._started = time.monotonic()
+                    self._t0 = time.perf_counter()
+                    if self.instruments.hooks["graph_started"]:
+                        self.instruments.call("graph_started", graph)
                     try:
                         yield self
                         await self._drain()
@@ -111,6 +145,8 @@ class RunningGraph:
             self.accepting = False
             with anyio.CancelScope(shield=True):
                 await self._close(opened, raise_errors=clean)
+            if self.instruments.hooks["graph_stopped"]:
+                self.instruments.call("graph_stopped", self.stats())
 
     async def _close(self, opened: list[StageRun], raise_errors: bool) -> None:
         """Run close hooks in reverse order; all of them, whatever fails.
@@ -195,9 +231,62 @@ class RunningGraph:
                 "the graph is not accepting events (it is draining, stopped or cancelled)"
             )
 
+    def _sample(self, event: Any) -> Any:
+        """Wrap a sampled event in a timing envelope, and adapt the sampling interval."""
+        now = time.perf_counter()
+        gap, self._last_sample = now - self._last_sample, now
+        every = self._sample_every
+        if gap < self._min_gap:
+            every = min(every * 2, 1 << 20)
+        elif gap > 4 * self._min_gap and every > 1:
+            every //= 2
+        trace = None
+        if self._trace:
+            every = min(every, max(1, int(1 / self._trace)))  # enough samples to trace from
+            trace = self._trace_id(self._sample_every)  # this sample stands for that many
+        self._sample_every = self._countdown = every
+        return Call(event, NO_REPLY, now, trace)
+
+    def _trace_id(self, events: int) -> int | None:
+        """A new trace id if ``events`` more events earn the next trace, else None."""
+        self._trace_credit += self._trace * events
+        if self._trace_credit < 1:
+            return None
+        self._trace_credit -= 1
+        self._trace_ids += 1
+        return self._trace_ids
+
+    def trace_span(self, env: Call, stage: str, start: float, end: float, outcome: str) -> None:
+        """Keep one traced event's visit to a stage, and hand it to the instruments."""
+        assert env.spans is not None
+        t0 = self._t0
+        visit = (stage, env.t_queued - t0, start - t0, end - t0, outcome)
+        env.spans.append(visit)
+        if self.instruments.hooks["span"]:
+            self.instruments.call("span", Span(env.trace or 0, *visit))
+
+    def end_trace(self, env: Call, outcome: str) -> None:
+        """A traced event left the graph: log its whole path as one structlog event.
+
+        One event per trace, not per stage, keeps tracing cheap: the logging pipeline runs
+        once per traced event however many stages it crossed.
+        """
+        logger.info(
+            "trace",
+            trace_id=env.trace,
+            outcome=outcome,
+            # [stage, enqueued, started, ended, outcome] per visit; seconds since the start
+            spans=env.spans or [],
+        )
+
     async def _admit(self, run: StageRun, item: Any, mode: OnRefuse, sender: int) -> bool:
         self._check_open()
         self._sends += 1
+        countdown = self._countdown - 1
+        if countdown:
+            self._countdown = countdown
+        elif type(item) is not Call:
+            item = self._sample(item)
         refusal = run.admit_now(item)
         if refusal is None:
             if self._sends % CHUNK == 0:
@@ -233,6 +322,11 @@ class RunningGraph:
         """
         run = self.stage_run(to)
         self._check_open()
+        countdown = self._countdown - 1
+        if countdown:
+            self._countdown = countdown
+        else:
+            event = self._sample(event)
         refusal = run.admit_now(event)
         if refusal is not None:
             run.queue.rejected += 1
@@ -251,6 +345,11 @@ class RunningGraph:
         """
         run = self.stage_run(to)
         self._check_open()
+        countdown = self._countdown - 1
+        if countdown:
+            self._countdown = countdown
+        else:
+            event = self._sample(event)
         refusal = run.admit_now(event)
         if refusal is None:
             return True
@@ -281,7 +380,8 @@ class RunningGraph:
         reply = Reply(self.new_event())
         self._replies.add(reply)
         try:
-            await self._admit(run, Call(event, reply), mode, RAISE)
+            trace = self._trace_id(1) if self._trace else None
+            await self._admit(run, Call(event, reply, time.perf_counter(), trace), mode, RAISE)
             await reply.event.wait()
         finally:
             self._replies.discard(reply)
@@ -405,10 +505,13 @@ class RunningGraph:
 
     def stats(self) -> GraphStats:
         """Return an immutable snapshot of every stage."""
+        now = time.monotonic()
         return GraphStats(
             stages=tuple(run.stats() for run in self._stages.values()),
             state=self._state,
             abandoned=self.abandoned,
+            time=now,
+            elapsed=now - self._started,
         )
 
     @property

@@ -9,6 +9,7 @@ fan-out, admission policies, refusals, errors) leaves that loop for slower, gene
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Sequence
 from functools import partial
@@ -21,6 +22,7 @@ from anyio.lowlevel import checkpoint
 
 from ._admission import Refusal, normalize
 from ._errors import ConfigError, GraphClosed, Rejected, RoutingError
+from ._histogram import LatencyHistogram
 from ._log import RateLimit, logger
 from ._offload import Job, OffloadThread
 from ._outputs import DIRECTIVES, DROP, DeadLetter, Failure, Many, To
@@ -28,6 +30,12 @@ from ._queue import EventQueue
 from ._refusals import Degrade, OnRefuse, Redirect
 from ._reply import Call
 from ._stats import StageStats
+
+_now = time.perf_counter
+
+#: Latency samples are kept in plain lists (an append is cheap) and folded into histograms
+#: when a snapshot is taken or this many have piled up.
+_FOLD = 4096
 
 if TYPE_CHECKING:
     from ._runtime import RunningGraph
@@ -96,6 +104,13 @@ class StageRun:
         self.plain = True
         self.special = self.lifo is not None or self.deadline is not None
         self.update_plain()
+        # Latency of sampled events (and every call()): queue wait, service, since entry.
+        self.timed = runtime.statistics
+        self.histograms = (LatencyHistogram(), LatencyHistogram(), LatencyHistogram())
+        self.pending: tuple[list[float], list[float], list[float]] = ([], [], [])
+        self.throughput = 0.0
+        self._rate_at = time.monotonic()
+        self._rate_done = 0
         # Filled in by RunningGraph once every stage exists.
         self.nexts: tuple[Link, ...] = ()
         self.routes: dict[str, Link] = {}
@@ -168,6 +183,8 @@ class StageRun:
         """Put ``item`` in the queue with no checks (admitted, or a cycle's back edge)."""
         queue = self.queue
         queue.buffer.append(item)
+        if type(item) is Call:
+            item.t_queued = _now()
         if queue.times is not None:
             assert self.deadline is not None
             queue.times.append(self.deadline.clock())
@@ -213,6 +230,8 @@ class StageRun:
 
     def count_refusal(self, reason: str, events: int = 1) -> None:
         self.reasons[reason] = self.reasons.get(reason, 0) + events
+        if self.runtime.instruments.hooks["refused"]:
+            self.runtime.instruments.call("refused", self.name, reason)
         held = self.refuse_log.allow()
         if held is not None:
             logger.info(
@@ -270,6 +289,8 @@ class StageRun:
             self.shed += 1
             if type(item) is Call:
                 item.reply.fail(self.rejected_error(reason))
+                if item.trace is not None:
+                    self.runtime.end_trace(item, f"shed: {reason}")
             return False
         self.queue.rejected += 1
         if sender == LOSSY:
@@ -283,6 +304,8 @@ class StageRun:
         self.count_refusal(reason)
         if type(item) is Call:
             item.reply.fail(self.rejected_error(reason))
+            if item.trace is not None:
+                self.runtime.end_trace(item, f"shed: {reason}")
 
     def set_admission(self, policy: Any) -> None:
         if policy is not None and not callable(policy):
@@ -459,11 +482,14 @@ class StageRun:
                 items = self._take(batch)
                 if items:
                     values = [i.value if type(i) is Call else i for i in items]
+                    start = _now()
                     try:
                         outs = await handler(values)
                     except Exception as exc:
+                        self._observe_chunk(items, start, _now(), ok=False)
                         await self._fail_batch(items, exc)
                     else:
+                        self._observe_chunk(items, start, _now(), ok=True)
                         await self._finish_batch(items, outs)
                 if self._should_exit():
                     return
@@ -491,14 +517,17 @@ class StageRun:
                 if not items:
                     continue
                 values = [i.value if type(i) is Call else i for i in items]
+                start = _now()
                 if stage.batch:
                     ok, result = await thread.run(self._thread_batch, values)
+                    self._observe_chunk(items, start, _now(), ok=ok)
                     if ok:
                         await self._finish_batch(items, result)
                     else:
                         await self._fail_batch(items, result)
                 else:
                     results = await thread.run(self._thread_each, values)
+                    self._observe_chunk(items, start, _now(), ok=True)
                     for item, (ok, result) in zip(items, results, strict=True):
                         if not ok:
                             await self._fail(item, result)
@@ -592,12 +621,17 @@ class StageRun:
             else:
                 sends.append((target, back, value))
         reply.pending += len(sends)
+        if not sends and item.trace is not None:
+            self.runtime.end_trace(item, "ok")
         for i, (target, back, value) in enumerate(sends):
             if i == 0:  # the envelope in hand carries the first output on
                 item.value = value
                 await self._forward(target, back, item)
             else:
-                await self._forward(target, back, Call(value, reply))
+                copy = Call(value, reply, item.t_enter, item.trace)
+                if item.spans is not None:
+                    copy.spans = list(item.spans)
+                await self._forward(target, back, copy)
         reply.retire(self.name)
 
     async def _emit_checked(self, item: Any, out: Any) -> bool:
@@ -614,13 +648,53 @@ class StageRun:
         if env.reply.gone:
             self._drop_queued(env, "caller gone")
             return
+        if not self.timed:
+            try:
+                out = await self.stage.handler(env.value)
+            except Exception as exc:
+                _drop_own_frame(exc)
+                await self._fail(env, exc)
+                return
+            await self._finish_call(env, out)
+            return
+        start = _now()
         try:
             out = await self.stage.handler(env.value)
         except Exception as exc:
             _drop_own_frame(exc)
+            self.observe(env, start, _now(), ok=False)
             await self._fail(env, exc)
             return
+        self.observe(env, start, _now(), ok=True)
         await self._finish_call(env, out)
+
+    def observe(self, env: Call, start: float, end: float, ok: bool) -> None:
+        """Record a sampled event's queue wait, service and time since entry; trace it."""
+        wait, service, response = self.pending
+        wait.append(start - env.t_queued)
+        service.append(end - start)
+        if ok:
+            response.append(end - env.t_enter)
+        if len(wait) >= _FOLD:
+            self.fold()
+        if env.trace is not None:
+            self.runtime.trace_span(env, self.name, start, end, "ok" if ok else "failed")
+
+    def fold(self) -> None:
+        """Move pending samples into the histograms."""
+        for histogram, samples in zip(self.histograms, self.pending, strict=True):
+            histogram.record_many(samples)
+            samples.clear()
+
+    def _observe_chunk(self, items: list[Any], start: float, end: float, ok: bool) -> None:
+        """Timing for a thread chunk or a batch: each envelope in it gets the batch's
+        service time (a chunk's events share it out evenly)."""
+        envelopes = [i for i in items if type(i) is Call]
+        if not envelopes or not self.timed:
+            return
+        share = (end - start) / (1 if self.stage.batch else len(items))
+        for env in envelopes:
+            self.observe(env, start, start + share, ok)
 
     async def _finish_call(self, env: Call, out: Any) -> None:
         if type(out) not in DIRECTIVES:
@@ -631,10 +705,16 @@ class StageRun:
                 env.reply.resolve(out)
                 env.reply.retire(self.name)
                 self.processed += 1
+                if env.trace is not None:
+                    self.runtime.end_trace(env, "ok")
                 return
             if len(nexts) == 1:
                 env.value = out
-                await self._forward(nexts[0][0], nexts[0][1], env)
+                target, back = nexts[0]
+                if back or (target.plain and len(target.queue.buffer) < target.capacity):
+                    target.append(env)  # admitted at once: no refusal is possible
+                else:
+                    await target.offer(env, target.on_refuse, INTERNAL)
                 self.processed += 1
                 return
         if await self._emit_checked(env, out):
@@ -677,10 +757,14 @@ class StageRun:
     async def _fail(self, item: Any, error: BaseException) -> None:
         """Count a failed event, tell its caller, and apply the stage's on_error policy."""
         self.failed += 1
+        if self.runtime.instruments.hooks["failed"]:
+            self.runtime.instruments.call("failed", self.name, error)
         policy = self.stage.on_error
         if type(item) is Call:
             item.reply.fail(error)
             value = item.value
+            if item.trace is not None:
+                self.runtime.end_trace(item, "failed")
         else:
             value = item
         if policy == "fail":
@@ -713,6 +797,15 @@ class StageRun:
     def stats(self) -> StageStats:
         queue, stage = self.queue, self.stage
         length = len(queue.buffer)
+        self.fold()
+        now = time.monotonic()
+        span = now - self._rate_at
+        if span >= 1.0:  # a rate over at least a second, then start a new window
+            self.throughput = (self.processed - self._rate_done) / span
+            self._rate_at, self._rate_done = now, self.processed
+        elif not self.throughput and span > 0:  # no full window yet: what there is so far
+            self.throughput = (self.processed - self._rate_done) / span
+        wait, service, response = (h.summary() for h in self.histograms)
         return StageStats(
             name=self.name,
             queue_length=length,
@@ -734,4 +827,8 @@ class StageRun:
             redirected=self.redirected,
             refusals=dict(self.reasons),
             admission=repr(self.policy) if self.policy is not None else None,
+            queue_wait=wait,
+            service=service,
+            response=response,
+            throughput=self.throughput,
         )

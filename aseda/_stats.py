@@ -72,7 +72,8 @@ class StageStats:
     #: time from entering the graph to leaving this stage, per sampled event, seconds;
     #: at a stage with no successors this is the end-to-end response time
     response: LatencySummary = EMPTY_LATENCY
-    #: events processed per second, over the last second or so
+    #: events processed per second: over the window since the previous snapshot taken at
+    #: least a second earlier (over the run so far, before the first full second)
     throughput: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -13,6 +13,7 @@ from ._refusals import Redirect
 from ._stage import Stage
 
 if TYPE_CHECKING:
+    from ._control import Controller
     from ._instrument import Instrument
     from ._runtime import RunningGraph
 
@@ -288,6 +289,8 @@ class Graph:
         sample_rate: float = 1000.0,
         trace: float = 0.0,
         instruments: Sequence[Instrument] = (),
+        control: Sequence[Controller] | Mapping[str, Sequence[Controller]] = (),
+        control_interval: float = 1.0,
     ) -> AsyncIterator[RunningGraph]:
         """Run the graph inside the current task: ``async with graph.run() as running``.
 
@@ -308,6 +311,9 @@ class Graph:
                 instruments' ``span`` hook.
             instruments: :class:`aseda.Instrument` objects whose hooks are called on start,
                 stop, traced spans, refusals and failures.
+            control: controllers for every stage that declares none of its own, or a mapping
+                stage name (or ``"*"``) -> controllers. Each run works on copies.
+            control_interval: seconds between observations fed to the controllers.
         """
         from ._runtime import RunningGraph
 
@@ -317,5 +323,7 @@ class Graph:
             sample_rate=sample_rate,
             trace=trace,
             instruments=instruments,
+            control=control,
+            control_interval=control_interval,
         ) as running:
             yield running

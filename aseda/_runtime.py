@@ -6,9 +6,10 @@ Each stage's own machinery (admission, workers, forwarding) is in ``_stagerun.py
 from __future__ import annotations
 
 import contextvars
+import copy
 import math
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
 from ._admission import AdmissionPolicy, Policy, Refusal, normalize
+from ._control import Action, Controller
 from ._errors import ConfigError, GraphClosed
 from ._instrument import Instrument, Instruments, Span
 from ._log import logger
@@ -50,7 +52,15 @@ class RunningGraph:
         sample_rate: float = 1000.0,
         trace: float = 0.0,
         instruments: Sequence[Instrument] = (),
+        control: Sequence[Controller] | Mapping[str, Sequence[Controller]] = (),
+        control_interval: float = 1.0,
     ) -> None:
+        if isinstance(control_interval, bool) or not (
+            isinstance(control_interval, (int, float)) and 0 < control_interval < math.inf
+        ):
+            raise ConfigError(
+                f"control_interval must be a positive number of seconds, not {control_interval!r}"
+            )
         if isinstance(sample_rate, bool) or not (
             isinstance(sample_rate, (int, float)) and 0 < sample_rate < math.inf
         ):
@@ -72,6 +82,10 @@ class RunningGraph:
         self._trace_ids = 0
         self._started = time.monotonic()
         self._t0 = time.perf_counter()
+        self.control_interval = float(control_interval)
+        self.control_started = 0.0
+        self._control_scope: anyio.CancelScope | None = None
+        self._decision_listeners: list[Callable[[str, str, Action], None]] = []
         self.context = contextvars.copy_context()
         self._stages = {s.name: StageRun(self, s) for s in graph.stages}
         for edge in graph.edges:
@@ -85,6 +99,7 @@ class RunningGraph:
             elif edge.kind == "dead_letter":
                 source.dead = link
         self._entry = self._stages[graph.entry]
+        self._setup_control(control)
         self.accepting = False
         self.draining = False
         self._state = "starting"
@@ -121,6 +136,10 @@ class RunningGraph:
                     self._state = "running"
                     self._started = time.monotonic()
                     self._t0 = time.perf_counter()
+                    if any(run.controllers for run in self._stages.values()):
+                        self._control_scope = anyio.CancelScope()
+                        self.control_started = anyio.current_time()
+                        tg.start_soon(self._control_loop, name="aseda:control")
                     if self.instruments.hooks["graph_started"]:
                         self.instruments.call("graph_started", graph)
                     try:
@@ -181,6 +200,8 @@ class RunningGraph:
             await self._drained.wait()
         for run in self._stages.values():
             run.queue.close()
+        if self._control_scope is not None:
+            self._control_scope.cancel()
 
     def _all_finished(self) -> bool:
         return all(run.unfinished() == 0 for run in self._stages.values())
@@ -204,6 +225,79 @@ class RunningGraph:
         self.abandoned = sum(run.unfinished() for run in self._stages.values())
         if self.abandoned:
             logger.warning("graph cancelled; admitted events abandoned", abandoned=self.abandoned)
+
+    # Feedback control -------------------------------------------------------------------------
+
+    def _setup_control(
+        self, control: Sequence[Controller] | Mapping[str, Sequence[Controller]]
+    ) -> None:
+        """Give each stage fresh copies of its controllers (its own, else the run's)."""
+        if isinstance(control, Mapping):
+            unknown = set(control) - set(self._stages) - {"*"}
+            if unknown:
+                raise ConfigError(f"control names unknown stages: {sorted(unknown)}")
+            by_stage = {name: control.get(name, control.get("*", ())) for name in self._stages}
+        else:
+            by_stage = {name: control for name in self._stages}
+        for name, run in self._stages.items():
+            chosen = run.stage.control or by_stage[name]
+            for controller in chosen:
+                if not isinstance(controller, Controller):
+                    raise ConfigError(
+                        f"stage {name!r}: {controller!r} is not a controller (it needs a name "
+                        "and observe(observation) -> actions)"
+                    )
+            # Copies: a controller keeps state, and a run starts from the definition's.
+            run.controllers = [copy.deepcopy(c) for c in chosen]
+
+    async def _control_loop(self) -> None:
+        assert self._control_scope is not None and self._tg is not None
+        with self._control_scope:
+            while True:
+                await anyio.sleep(self.control_interval)
+                now = anyio.current_time()
+                for run in self._stages.values():
+                    if run.controllers and run.control_enabled:
+                        self._control(run, now)
+
+    def _control(self, run: StageRun, now: float) -> None:
+        assert self._tg is not None
+        observation = run.observation(now)
+        for controller in list(run.controllers):
+            try:
+                actions = controller.observe(observation)
+            except Exception as exc:  # a broken controller stops; the stage goes on
+                logger.error(
+                    "controller failed and was removed",
+                    stage=run.name,
+                    controller=getattr(controller, "name", repr(controller)),
+                    error=repr(exc),
+                    exc_info=exc,
+                )
+                run.controllers.remove(controller)
+                continue
+            for action in actions:
+                run.apply(self._tg, controller.name, action)
+
+    def decided(self, stage: str, controller: str, action: Action) -> None:
+        for listener in list(self._decision_listeners):
+            listener(stage, controller, action)
+
+    def add_decision_listener(self, listener: Callable[[str, str, Action], None]) -> None:
+        """Call ``listener(stage, controller, action)`` after each controller decision."""
+        self._decision_listeners.append(listener)
+
+    def remove_decision_listener(self, listener: Callable[[str, str, Action], None]) -> None:
+        """Stop calling a listener added with :meth:`add_decision_listener`."""
+        self._decision_listeners.remove(listener)
+
+    def set_control(self, stage: str, enabled: bool) -> None:
+        """Switch a stage's controllers off (they keep their state) or back on.
+
+        Raises:
+            ConfigError: no such stage.
+        """
+        self.stage_run(stage).control_enabled = bool(enabled)
 
     # Feeding ----------------------------------------------------------------------------------
 

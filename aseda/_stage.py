@@ -105,6 +105,7 @@ class Stage:
         "batch",
         "blocking",
         "capacity",
+        "control",
         "deadline",
         "handler",
         "name",
@@ -134,6 +135,7 @@ class Stage:
         overflow: Overflow = "refuse",
         order: Order = "fifo",
         deadline: QueueDeadline | None = None,
+        control: Sequence[Any] = (),
     ) -> None:
         if not callable(handler):
             raise ConfigError(f"a stage handler must be callable, not {handler!r}")
@@ -217,6 +219,7 @@ class Stage:
         self.overflow = overflow
         self.order: AdaptiveLIFO | None = order if isinstance(order, AdaptiveLIFO) else None
         self.deadline = deadline
+        self.control = tuple(control)
         self._init_hooks = list(_hooks(init, label, "init"))
         self._close_hooks = list(_hooks(close, label, "close"))
 
@@ -313,6 +316,7 @@ def stage(
     overflow: Overflow = "refuse",
     order: Order = "fifo",
     deadline: QueueDeadline | None = None,
+    control: Sequence[Any] = (),
 ) -> Stage: ...
 
 
@@ -334,6 +338,7 @@ def stage(
     overflow: Overflow = "refuse",
     order: Order = "fifo",
     deadline: QueueDeadline | None = None,
+    control: Sequence[Any] = (),
 ) -> Callable[[Callable[..., Any]], Stage]: ...
 
 
@@ -354,6 +359,7 @@ def stage(
     overflow: Overflow = "refuse",
     order: Order = "fifo",
     deadline: QueueDeadline | None = None,
+    control: Sequence[Any] = (),
 ) -> Stage | Callable[[Callable[..., Any]], Stage]:
     """Declare a stage, as ``@aseda.stage`` or ``@aseda.stage(option=...)``.
 
@@ -388,6 +394,8 @@ def stage(
             newest first while ``n`` or more events are queued.
         deadline: an ``aseda.QueueDeadline``: shed events that waited too long in a queue
             that stays overloaded (CoDel), instead of serving them late.
+        control: feedback controllers for this stage (worker pool, batching, overload);
+            see ``graph.run(control=...)`` for graph-wide defaults.
 
     Raises:
         ConfigError: an option is invalid.
@@ -407,6 +415,7 @@ def stage(
         overflow=overflow,
         order=order,
         deadline=deadline,
+        control=control,
     )
     if handler is not None:
         return Stage(handler, **options)

@@ -20,7 +20,8 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
-from ._admission import Refusal, normalize
+from ._admission import Credits, PerClass, Refusal, Threshold, TokenBucket, normalize
+from ._control import Action, Observation
 from ._errors import ConfigError, GraphClosed, Rejected, RoutingError
 from ._histogram import LatencyHistogram
 from ._log import RateLimit, logger
@@ -61,6 +62,20 @@ _SKIP: Any = object()
 Link = tuple["StageRun", bool]
 
 
+def _as_async(fn: Any) -> Any:
+    """An async callable for a handler that may be sync (a Degrade handler)."""
+    import inspect
+
+    if inspect.iscoroutinefunction(fn):
+        return fn
+
+    async def call(value: Any) -> Any:
+        result = fn(value)
+        return await result if isawaitable(result) else result
+
+    return call
+
+
 def _drop_own_frame(exc: BaseException) -> None:
     """Start the traceback at the handler: the catching frame is aseda's, and it holds the
     envelope whose reply will hold ``exc`` (a reference cycle the collector must find)."""
@@ -86,6 +101,18 @@ class StageRun:
         self.dropped = 0  # shed after admission (drop-oldest, deadline)
         self.reasons: dict[str, int] = {}
         self.workers = 0  # live worker tasks
+        # The batch size in force: the declared one until a batching controller changes it.
+        self.batch = stage.batch
+        # The handler in force: the stage's, or its degraded one while a controller says so.
+        self.handler: Any = stage.handler
+        self.degrading = False
+        # Feedback control (set up by RunningGraph): controllers, recent samples, last counts.
+        self.controllers: list[Any] = []
+        self.control_enabled = True
+        self.last_decision: str | None = None
+        self.recent_response: list[float] = []
+        self.recent_service: list[float] = []
+        self._obs: tuple[float, int, int, int] | None = None
         self.target = stage.workers_initial
         self.retiring = 0
         self.serial = 0
@@ -430,6 +457,7 @@ class StageRun:
                     await self._idle()
                     continue
                 n = 0
+                handler = self.handler  # a controller may switch to the degraded one
                 while buf and n < CHUNK:
                     n += 1
                     if special:
@@ -469,8 +497,6 @@ class StageRun:
 
     async def _batch_worker(self, number: int) -> None:
         buf = self.queue.buffer
-        batch = self.stage.batch
-        assert batch is not None
         handler = self.stage.handler
         try:
             while True:
@@ -479,7 +505,7 @@ class StageRun:
                         return
                     await self._idle()
                     continue
-                items = self._take(batch)
+                items = self._take(self.batch or 1)
                 if items:
                     values = [i.value if type(i) is Call else i for i in items]
                     start = _now()
@@ -509,7 +535,7 @@ class StageRun:
                     await self._idle()
                     continue
                 if stage.batch:
-                    items = self._take(stage.batch)
+                    items = self._take(self.batch or 1)
                 else:
                     # A fair share of the queue, so one thread does not serialise what
                     # several could run side by side.
@@ -650,7 +676,7 @@ class StageRun:
             return
         if not self.timed:
             try:
-                out = await self.stage.handler(env.value)
+                out = await self.handler(env.value)
             except Exception as exc:
                 _drop_own_frame(exc)
                 await self._fail(env, exc)
@@ -659,7 +685,7 @@ class StageRun:
             return
         start = _now()
         try:
-            out = await self.stage.handler(env.value)
+            out = await self.handler(env.value)
         except Exception as exc:
             _drop_own_frame(exc)
             self.observe(env, start, _now(), ok=False)
@@ -673,6 +699,9 @@ class StageRun:
         wait, service, response = self.pending
         wait.append(start - env.t_queued)
         service.append(end - start)
+        if self.controllers:
+            self.recent_response.append(end - env.t_queued)
+            self.recent_service.append(end - start)
         if ok:
             response.append(end - env.t_enter)
         if len(wait) >= _FOLD:
@@ -792,6 +821,120 @@ class StageRun:
                 exc_info=error,
             )
 
+    # Feedback control -----------------------------------------------------------------------
+
+    def observation(self, now: float) -> Observation:
+        """What happened since the previous observation (see aseda.Observation)."""
+        queue = self.queue
+        done = self.processed + self.failed
+        refused = queue.rejected + self.shed
+        if self._obs is None:
+            self._obs = (self.runtime.control_started, 0, 0, 0)
+        since, admitted, finished, turned_away = self._obs
+        self._obs = (now, queue.admitted, done, refused)
+        responses, services = tuple(self.recent_response), tuple(self.recent_service)
+        self.recent_response.clear()
+        self.recent_service.clear()
+        return Observation(
+            stage=self.name,
+            time=now,
+            interval=now - since,
+            queue_length=len(queue.buffer),
+            capacity=queue.capacity,
+            arrivals=queue.admitted - admitted,
+            completions=done - finished,
+            refused=refused - turned_away,
+            workers=self.target,
+            workers_min=self.stage.workers_min,
+            workers_max=self.stage.workers_max,
+            busy=self.in_flight,
+            batch=self.batch,
+            batch_max=self.stage.batch,
+            response_samples=responses,
+            service_samples=services,
+            rates=self._rates(),
+        )
+
+    def _buckets(self) -> dict[Any, TokenBucket]:
+        policy = self.policy
+        if isinstance(policy, TokenBucket):
+            return {None: policy}
+        if isinstance(policy, PerClass):
+            return {c: p for c, p in policy.policies.items() if isinstance(p, TokenBucket)}
+        return {}
+
+    def _rates(self) -> dict[Any, float]:
+        return {c: b.rate for c, b in self._buckets().items()}
+
+    def apply(self, tg: TaskGroup, controller: str, action: Action) -> None:
+        """Carry out a controller's action, within the stage's bounds; log it."""
+        kind, value = action.kind, action.value
+        stage = self.stage
+        if kind == "workers":
+            count = min(stage.workers_max, max(stage.workers_min, round(value)))
+            if count == self.target:
+                return
+            self.set_workers(tg, count)
+        elif kind == "batch":
+            if stage.batch is None:
+                return self._cannot(controller, action, "it is not a batch stage")
+            self.batch = min(stage.batch, max(1, round(value)))
+        elif kind == "rate":
+            buckets = self._buckets()
+            if not buckets and isinstance(self.policy, PerClass):
+                return self._cannot(controller, action, "its classes have no token bucket")
+            if not buckets:  # a rate controller on a stage with no bucket: give it one
+                self.set_admission(TokenBucket(max(value, 1e-3), burst=max(1.0, value / 10)))
+            elif action.cls in buckets:
+                buckets[action.cls].rate = max(value, 1e-3)
+            else:
+                return self._cannot(controller, action, f"no token bucket for class {action.cls!r}")
+        elif kind == "threshold":
+            if not isinstance(self.policy, Threshold):
+                self.set_admission(Threshold(max(1, round(value))))
+            else:
+                self.policy.limit = max(1, round(value))
+        elif kind == "credits":
+            if not isinstance(self.policy, Credits):
+                self.set_admission(Credits(max(1, round(value))))
+            else:
+                self.policy.credits = max(1, round(value))
+                self.queue.wake_all()
+        elif kind == "degrade":
+            on = bool(value)
+            degrade = stage.on_refuse
+            if not isinstance(degrade, Degrade) or stage.blocking or stage.batch:
+                return self._cannot(
+                    controller, action, "it needs on_refuse=aseda.Degrade(...) and per-event async"
+                )
+            self.degrading = on
+            self.handler = _as_async(degrade.handler) if on else stage.handler
+        else:
+            return self._cannot(controller, action, f"unknown action kind {kind!r}")
+        self.last_decision = f"{controller}: {action.reason}"
+        logger.info(
+            "controller decision",
+            stage=self.name,
+            controller=controller,
+            action=kind,
+            value=value,
+            cls=action.cls,
+            reason=action.reason,
+        )
+        self.runtime.decided(self.name, controller, action)
+
+    def _cannot(self, controller: str, action: Action, why: str) -> None:
+        held = self.policy_log.allow()
+        if held is not None:
+            logger.warning(
+                "controller action ignored",
+                stage=self.name,
+                controller=controller,
+                action=action.kind,
+                why=why,
+                suppressed=held,
+            )
+
     # Introspection --------------------------------------------------------------------------
 
     def stats(self) -> StageStats:
@@ -813,7 +956,7 @@ class StageRun:
             workers=self.workers,
             workers_min=stage.workers_min,
             workers_max=stage.workers_max,
-            batch=stage.batch,
+            batch=self.batch,
             blocking=stage.blocking,
             admitted=queue.admitted,
             rejected=queue.rejected,
@@ -831,4 +974,6 @@ class StageRun:
             service=service,
             response=response,
             throughput=self.throughput,
+            control=tuple(c.name for c in self.controllers) if self.control_enabled else (),
+            last_decision=self.last_decision,
         )

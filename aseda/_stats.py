@@ -75,6 +75,10 @@ class StageStats:
     #: events processed per second: over the window since the previous snapshot taken at
     #: least a second earlier (over the run so far, before the first full second)
     throughput: float = 0.0
+    #: the names of the controllers tuning this stage (empty when none, or switched off)
+    control: tuple[str, ...] = ()
+    #: the last controller decision: "controller: why"
+    last_decision: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (nan becomes None)."""

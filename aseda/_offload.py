@@ -24,15 +24,31 @@ __all__ = ["Job", "OffloadThread"]
 class Job:
     """One hop to a thread: ``fn(arg, job)`` runs there; ``abort`` asks it to stop early."""
 
-    __slots__ = ("abort", "arg", "done", "error", "fn", "result")
+    __slots__ = ("abort", "arg", "done", "error", "fn", "on_done", "result")
 
-    def __init__(self, fn: Callable[[Any, Job], Any], arg: Any, done: anyio.Event) -> None:
+    def __init__(
+        self,
+        fn: Callable[[Any, Job], Any],
+        arg: Any,
+        done: anyio.Event,
+        on_done: Callable[[Job], None] | None = None,
+    ) -> None:
         self.fn = fn
         self.arg = arg
         self.done = done
+        self.on_done = on_done
         self.abort = False
         self.result: Any = None
         self.error: BaseException | None = None
+
+    def finish(self) -> None:
+        """On the event loop: run ``on_done`` (if any), then wake the waiting worker."""
+        if self.on_done is not None and self.error is None:
+            try:
+                self.on_done(self)
+            except Exception as exc:  # pragma: no cover - on_done is aseda's own code
+                self.error = exc
+        self.done.set()
 
 
 def _notifier() -> Callable[[Callable[[], object]], object]:
@@ -68,16 +84,24 @@ class OffloadThread:
                 job.result = context.run(job.fn, job.arg, job)
             except BaseException as exc:  # delivered to the worker task, never lost
                 job.error = exc
-            notify(job.done.set)
+            notify(job.finish)
 
-    async def run(self, fn: Callable[[Any, Job], Any], arg: Any) -> Any:
+    async def run(
+        self,
+        fn: Callable[[Any, Job], Any],
+        arg: Any,
+        on_done: Callable[[Job], None] | None = None,
+    ) -> Any:
         """Run ``fn(arg, job)`` on the thread and return its result.
+
+        ``on_done(job)`` runs on the event loop the moment the result is back, before the
+        waiting task is even scheduled (used to answer ``call()`` callers without a hop).
 
         If the caller is cancelled, the job is asked to abort (``job.abort``) and the call still
         waits, shielded, for the thread to return: a thread cannot be interrupted, and returning
         early would leave it running unseen.
         """
-        job = Job(fn, arg, self._new_event())
+        job = Job(fn, arg, self._new_event(), on_done)
         self._inbox.put(job)
         try:
             await job.done.wait()

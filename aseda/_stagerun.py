@@ -62,6 +62,23 @@ _SKIP: Any = object()
 Link = tuple["StageRun", bool]
 
 
+def _answer_calls(items: list[Any]) -> Any:
+    """An on_done for a thread job of a last stage: resolve its call()s' replies at once."""
+    calls = [(i, item.reply) for i, item in enumerate(items) if type(item) is Call]
+    if not calls:
+        return None
+
+    def answer(job: Job) -> None:
+        results = job.result
+        for i, reply in calls:
+            if i < len(results):
+                ok, value = results[i]
+                if ok and type(value) not in DIRECTIVES:
+                    reply.resolve(value)
+
+    return answer
+
+
 def _as_async(fn: Any) -> Any:
     """An async callable for a handler that may be sync (a Degrade handler)."""
     import inspect
@@ -552,7 +569,10 @@ class StageRun:
                     else:
                         await self._fail_batch(items, result)
                 else:
-                    results = await thread.run(self._thread_each, values)
+                    # A last stage answers call()s as soon as the thread is done: the callers
+                    # wake with this worker instead of one scheduling round after it.
+                    answer = _answer_calls(items) if not self.nexts else None
+                    results = await thread.run(self._thread_each, values, answer)
                     self._observe_chunk(items, start, _now(), ok=True)
                     for item, (ok, result) in zip(items, results, strict=True):
                         if not ok:

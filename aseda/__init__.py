@@ -13,6 +13,8 @@ from ._admission import StageView as StageView
 from ._admission import Threshold as Threshold
 from ._admission import TokenBucket as TokenBucket
 from ._admission import refuse as refuse
+from ._bottleneck import Bottleneck as Bottleneck
+from ._bottleneck import find_bottleneck as find_bottleneck
 from ._errors import Abandoned as Abandoned
 from ._errors import AsedaError as AsedaError
 from ._errors import ConfigError as ConfigError
@@ -24,6 +26,8 @@ from ._errors import RoutingError as RoutingError
 from ._graph import Edge as Edge
 from ._graph import Flow as Flow
 from ._graph import Graph as Graph
+from ._graphviz import to_dot as to_dot
+from ._graphviz import to_mermaid as to_mermaid
 from ._histogram import LatencySummary as LatencySummary
 from ._instrument import Instrument as Instrument
 from ._instrument import Span as Span
@@ -32,6 +36,7 @@ from ._outputs import DeadLetter as DeadLetter
 from ._outputs import Failure as Failure
 from ._outputs import Many as Many
 from ._outputs import To as To
+from ._profiler import Profiler as Profiler
 from ._queue import UNBOUNDED as UNBOUNDED
 from ._refusals import AdaptiveLIFO as AdaptiveLIFO
 from ._refusals import Degrade as Degrade
@@ -52,6 +57,11 @@ __all__ = [
     "DROP",
     "UNBOUNDED",
     "Abandoned",
+    "Bottleneck",
+    "Profiler",
+    "find_bottleneck",
+    "to_dot",
+    "to_mermaid",
     "Instrument",
     "LatencySummary",
     "Span",

@@ -23,7 +23,7 @@ from anyio.lowlevel import checkpoint
 from ._admission import Credits, PerClass, Refusal, Threshold, TokenBucket, normalize
 from ._control import Action, Observation
 from ._errors import ConfigError, GraphClosed, Rejected, RoutingError
-from ._histogram import LatencyHistogram
+from ._histogram import LatencyHistogram, LatencySummary
 from ._log import RateLimit, logger
 from ._offload import Job, OffloadThread
 from ._outputs import DIRECTIVES, DROP, DeadLetter, Failure, Many, To
@@ -37,6 +37,9 @@ _now = time.perf_counter
 #: Latency samples are kept in plain lists (an append is cheap) and folded into histograms
 #: when a snapshot is taken or this many have piled up.
 _FOLD = 4096
+
+#: Seconds per window of the recent response-time histogram.
+_WINDOW = 1.0
 
 if TYPE_CHECKING:
     from ._runtime import RunningGraph
@@ -151,6 +154,9 @@ class StageRun:
         # Latency of sampled events (and every call()): queue wait, service, since entry.
         self.timed = runtime.statistics
         self.histograms = (LatencyHistogram(), LatencyHistogram(), LatencyHistogram())
+        # Response times of the last one to two seconds: this window and the one before.
+        self.recent = (LatencyHistogram(), LatencyHistogram())
+        self._window_end = time.monotonic() + _WINDOW
         self.pending: tuple[list[float], list[float], list[float]] = ([], [], [])
         self.throughput = 0.0
         self._rate_at = time.monotonic()
@@ -730,10 +736,26 @@ class StageRun:
             self.runtime.trace_span(env, self.name, start, end, "ok" if ok else "failed")
 
     def fold(self) -> None:
-        """Move pending samples into the histograms."""
+        """Move pending samples into the histograms (and the recent window)."""
+        now = time.monotonic()
+        if now >= self._window_end:  # start a new window; keep one before it
+            older, current = self.recent
+            older.reset()
+            if now >= self._window_end + _WINDOW:
+                current.reset()  # nothing in the last full window either
+            self.recent = (current, older)
+            self._window_end = now + _WINDOW
+        self.recent[1].record_many(self.pending[2])
         for histogram, samples in zip(self.histograms, self.pending, strict=True):
             histogram.record_many(samples)
             samples.clear()
+
+    def recent_summary(self) -> LatencySummary:
+        """Response times over the last one to two seconds."""
+        window = LatencyHistogram()
+        window.merge(self.recent[0])
+        window.merge(self.recent[1])
+        return window.summary()
 
     def _observe_chunk(self, items: list[Any], start: float, end: float, ok: bool) -> None:
         """Timing for a thread chunk or a batch: each envelope in it gets the batch's
@@ -994,6 +1016,7 @@ class StageRun:
             service=service,
             response=response,
             throughput=self.throughput,
+            recent_response=self.recent_summary(),
             control=tuple(c.name for c in self.controllers) if self.control_enabled else (),
             last_decision=self.last_decision,
         )

@@ -72,6 +72,8 @@ class StageStats:
     #: time from entering the graph to leaving this stage, per sampled event, seconds;
     #: at a stage with no successors this is the end-to-end response time
     response: LatencySummary = EMPTY_LATENCY
+    #: ``response`` over only the last one to two seconds (the others cover the whole run)
+    recent_response: LatencySummary = EMPTY_LATENCY
     #: events processed per second: over the window since the previous snapshot taken at
     #: least a second earlier (over the run so far, before the first full second)
     throughput: float = 0.0

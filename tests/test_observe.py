@@ -42,6 +42,7 @@ async def test_calls_and_sampled_sends_are_timed() -> None:
     # time since entry grows along the path
     assert b.response.p50 >= a.response.p50
     assert a.throughput > 0
+    assert a.recent_response.count == a.response.count  # all within the last second or two
     assert stats.elapsed > 0 and stats.time > 0
 
 

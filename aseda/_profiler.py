@@ -25,6 +25,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ._bottleneck import find_bottleneck, refused
+from ._control import Action
 from ._log import logger
 
 if TYPE_CHECKING:
@@ -124,9 +125,16 @@ class Profiler:
             self._close()
             raise
         self._tg = tg
+        self.running.add_decision_listener(self._on_decision)
         if self.interval is not None:
             tg.start_soon(self._loop, self.interval, name=f"aseda profiler {self.path}")
         return self
+
+    def _on_decision(self, stage: str, controller: str, action: Action) -> None:
+        """Controller decisions reach the profile without the caller's help."""
+        self.record_decision(
+            stage, action.kind, action.reason, controller=controller, value=action.value
+        )
 
     async def __aexit__(
         self,
@@ -136,6 +144,7 @@ class Profiler:
     ) -> bool | None:
         tg, self._tg = self._tg, None
         assert tg is not None
+        self.running.remove_decision_listener(self._on_decision)
         try:
             tg.cancel_scope.cancel()
             if isinstance(exc, Exception):

@@ -336,3 +336,37 @@ def test_plot_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"pip install aseda\[plot\]"):
         plot_profile(tmp_path / "run.jsonl")
+
+
+@pytest.mark.anyio
+async def test_controller_decisions_reach_the_profile(tmp_path: Path) -> None:
+    """A controller's decisions are written with the next sample, with no extra wiring."""
+    from aseda._control import Action, Observation
+
+    class Once:
+        name = "once"
+
+        def __init__(self) -> None:
+            self.done = anyio.Event()
+
+        def observe(self, observation: Observation) -> list[Action]:
+            if self.done.is_set():
+                return []
+            self.done.set()
+            return [Action("workers", 2, "because")]
+
+    @aseda.stage(workers=(1, 2), control=[Once()])
+    async def s(x: int) -> int:
+        return x
+
+    path = tmp_path / "p.jsonl"
+    async with aseda.Graph(s).run(control_interval=0.001) as running:
+        async with aseda.Profiler(running, path, interval=None) as profiler:
+            (copy,) = running.stage_run("s").controllers
+            await copy.done.wait()
+            profiler.sample()
+    lines = path.read_text().splitlines()
+    decisions = [d for line in lines for d in json.loads(line)["decisions"]]
+    assert [(d["stage"], d["action"], d["reason"]) for d in decisions] == [
+        ("s", "workers", "because")
+    ]

@@ -360,11 +360,13 @@ async def test_controller_decisions_reach_the_profile(tmp_path: Path) -> None:
         return x
 
     path = tmp_path / "p.jsonl"
-    async with aseda.Graph(s).run(control_interval=0.001) as running:
-        async with aseda.Profiler(running, path, interval=None) as profiler:
-            (copy,) = running.stage_run("s").controllers
-            await copy.done.wait()
-            profiler.sample()
+    async with (
+        aseda.Graph(s).run(control_interval=0.001) as running,
+        aseda.Profiler(running, path, interval=None) as profiler,
+    ):
+        (copy,) = running.stage_run("s").controllers
+        await copy.done.wait()
+        profiler.sample()
     lines = path.read_text().splitlines()
     decisions = [d for line in lines for d in json.loads(line)["decisions"]]
     assert [(d["stage"], d["action"], d["reason"]) for d in decisions] == [

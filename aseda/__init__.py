@@ -15,6 +15,8 @@ from ._admission import TokenBucket as TokenBucket
 from ._admission import refuse as refuse
 from ._bottleneck import Bottleneck as Bottleneck
 from ._bottleneck import find_bottleneck as find_bottleneck
+from ._endpoint import StatsEndpoint as StatsEndpoint
+from ._endpoint import serve_stats as serve_stats
 from ._errors import Abandoned as Abandoned
 from ._errors import AsedaError as AsedaError
 from ._errors import ConfigError as ConfigError
@@ -31,12 +33,16 @@ from ._graphviz import to_mermaid as to_mermaid
 from ._histogram import LatencySummary as LatencySummary
 from ._instrument import Instrument as Instrument
 from ._instrument import Span as Span
+from ._otel import OtelInstruments as OtelInstruments
+from ._otel import instrument_otel as instrument_otel
 from ._outputs import DROP as DROP
 from ._outputs import DeadLetter as DeadLetter
 from ._outputs import Failure as Failure
 from ._outputs import Many as Many
 from ._outputs import To as To
 from ._profiler import Profiler as Profiler
+from ._prometheus import PrometheusCollector as PrometheusCollector
+from ._prometheus import register_prometheus as register_prometheus
 from ._queue import UNBOUNDED as UNBOUNDED
 from ._refusals import AdaptiveLIFO as AdaptiveLIFO
 from ._refusals import Degrade as Degrade
@@ -57,6 +63,12 @@ __all__ = [
     "DROP",
     "UNBOUNDED",
     "Abandoned",
+    "OtelInstruments",
+    "PrometheusCollector",
+    "StatsEndpoint",
+    "instrument_otel",
+    "register_prometheus",
+    "serve_stats",
     "Bottleneck",
     "Profiler",
     "find_bottleneck",

@@ -97,7 +97,8 @@ class GraphStats:
 
     #: one snapshot per stage
     stages: tuple[StageStats, ...]
-    #: ``"running"``, ``"draining"``, ``"stopped"`` or ``"cancelled"``
+    #: ``"starting"`` (init hooks running), ``"running"``, ``"draining"``, ``"stopped"`` or
+    #: ``"cancelled"``
     state: str
     #: admitted events the run gave up on when it was cancelled or failed (0 otherwise)
     abandoned: int
@@ -155,7 +156,9 @@ class GraphStats:
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, float):
-        return None if math.isnan(value) else ("inf" if math.isinf(value) else value)
+        if math.isnan(value):
+            return None
+        return ("inf" if value > 0 else "-inf") if math.isinf(value) else value
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -1,0 +1,7 @@
+"""``python -m aseda``: the same as the ``aseda`` command."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

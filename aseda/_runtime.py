@@ -344,7 +344,7 @@ class RunningGraph:
     def _trace_id(self, events: int) -> int | None:
         """A new trace id if ``events`` more events earn the next trace, else None."""
         self._trace_credit += self._trace * events
-        if self._trace_credit < 1:
+        if self._trace_credit < 1 - 1e-9:  # tolerance: ten times 0.1 is a whole trace
             return None
         self._trace_credit -= 1
         self._trace_ids += 1

@@ -193,14 +193,19 @@ class WorkerPool:
     remain. The floor is the minimum; in ``"little"`` mode also the workers Little's law says
     are busy on average (smoothed), so a pool is not shrunk into the next queue build-up.
 
-    Thrashing (``thrashing=True``), as the original: the throughput (completions/s) is
-    smoothed as ``0.3 new + 0.7 old``; every ``thrash_every``-th observation (10) the best
-    ``(workers, throughput)`` is kept, and if the throughput fell below the best while the pool
-    is larger than the best's size, the pool is reset to the best size minus a random
-    ``0..thrash_backoff`` (3). The guard "while larger" is added: a throughput that fell
-    because the load fell is not thrashing. In ``"little"`` mode the best size is then also
-    a ceiling for growth until a better throughput is seen (else Little's law would grow
-    straight back).
+    Thrashing (``thrashing=True``). ``"seda"`` mode, as the original: the throughput
+    (completions/s) is smoothed as ``0.3 new + 0.7 old``; every ``thrash_every``-th
+    observation (10) the best ``(workers, throughput)`` is kept, and if the throughput fell
+    below the best while the pool is larger than the best's size, the pool is reset to the
+    best size minus a random ``0..thrash_backoff`` (3). (The guard "while larger" is added: a
+    throughput that fell because the load fell is not thrashing.) ``"little"`` mode jumps
+    past sizes the original would have measured one by one, so it measures per size instead:
+    while detection is on, growth at most doubles the pool per period; the throughput of each
+    period that ran saturated (queue over the threshold at both ends) at an unchanged size is
+    kept per size (``0.5 old + 0.5 new``); when the current size serves ``thrash_tolerance``
+    (5 %) less than a smaller measured size, the pool goes back to the best measured size,
+    which then caps growth. The table and the cap are forgotten after ``thrash_memory``
+    seconds (60), so a service that changed is probed again.
 
     Bounds: every decision is inside ``[min_workers, max_workers]`` intersected with the
     stage's declared ``[workers_min, workers_max]``; a pool found outside is brought back.
@@ -222,8 +227,13 @@ class WorkerPool:
             (0.8: a fifth spare, so random arrivals do not queue for long).
         drain_time: ``"little"`` mode: seconds in which the backlog should be worked off (1).
         thrashing: detect thrashing and back off (off by default, as in the original).
-        thrash_every: observations between thrashing checks (10).
-        thrash_backoff: the back-off subtracts a random 0..n workers from the best size (3).
+        thrash_every: ``"seda"`` mode: observations between thrashing checks (10).
+        thrash_backoff: ``"seda"`` mode: the back-off subtracts a random 0..n workers from the
+            best size (3).
+        thrash_tolerance: ``"little"`` mode: the throughput loss that counts as thrashing
+            (0.05).
+        thrash_memory: ``"little"`` mode: seconds after which the per-size throughputs and
+            the cap are forgotten (60).
         smoothing: weight of the new throughput sample (0.3).
         seed: an int seed or a ``random.Random`` for the back-off (default: unseeded).
     """
@@ -244,6 +254,8 @@ class WorkerPool:
         thrashing: bool = False,
         thrash_every: int = 10,
         thrash_backoff: int = 3,
+        thrash_tolerance: float = 0.05,
+        thrash_memory: float = 60.0,
         smoothing: float = 0.3,
         seed: int | random.Random | None = None,
     ) -> None:
@@ -274,6 +286,10 @@ class WorkerPool:
         self.thrashing = _flag(thrashing, "WorkerPool thrashing")
         self.thrash_every = _whole(thrash_every, "WorkerPool thrash_every")
         self.thrash_backoff = _whole(thrash_backoff, "WorkerPool thrash_backoff", low=0)
+        self.thrash_tolerance = _real(
+            thrash_tolerance, "WorkerPool thrash_tolerance", low=0, high=1, high_open=True
+        )
+        self.thrash_memory = _real(thrash_memory, "WorkerPool thrash_memory", low=0, low_open=True)
         self.smoothing = _real(smoothing, "WorkerPool smoothing", low=0, high=1, low_open=True)
         if seed is None or isinstance(seed, random.Random):
             self._rng = seed if seed is not None else random.Random()
@@ -281,7 +297,6 @@ class WorkerPool:
             self._rng = random.Random(seed)
         else:
             raise ConfigError(f"WorkerPool seed must be an int or a random.Random, not {seed!r}")
-        self._seed = seed
         self._checks = 0
         self._idle_since: float | None = None
         self._throughput: float | None = None
@@ -290,6 +305,9 @@ class WorkerPool:
         self._service: float | None = None
         self._arrival_rate: float | None = None
         self._last_queue: int | None = None
+        self._last_workers: int | None = None
+        self._by_size: dict[int, float] = {}
+        self._by_size_since: float | None = None
 
     def __repr__(self) -> str:
         return _params_repr(
@@ -318,7 +336,13 @@ class WorkerPool:
 
     def observe(self, observation: Observation) -> list[Action]:
         """Take one period's observation; return at most one ``"workers"`` action."""
-        obs = observation
+        actions = self._decide(observation)
+        # The size the next period runs at (if the runtime applies the action at once).
+        self._last_workers = int(actions[-1].value) if actions else observation.workers
+        self._last_queue = observation.queue_length
+        return actions
+
+    def _decide(self, obs: Observation) -> list[Action]:
         self._checks += 1
         low, high = self._bounds(obs)
         workers = obs.workers
@@ -343,16 +367,28 @@ class WorkerPool:
                 )
             ]
 
-        if self.thrashing and self._checks % self.thrash_every == 0:
-            action = self._thrash(workers, low)
+        if self.thrashing:
+            if self.mode == "seda":
+                action = (
+                    self._thrash(workers, low) if self._checks % self.thrash_every == 0 else None
+                )
+            else:
+                saturated = (
+                    throughput is not None
+                    and workers == self._last_workers
+                    and obs.queue_length >= self.threshold
+                    and (self._last_queue or 0) >= self.threshold
+                )
+                action = self._thrash_little(
+                    obs.time, workers, low, throughput if saturated else None
+                )
             if action is not None:
                 self._idle_since = None
                 return [action]
 
-        last_queue, self._last_queue = self._last_queue, obs.queue_length
         if obs.queue_length >= self.threshold:
             self._idle_since = None
-            return self._grow(obs, workers, high, last_queue, arrival_rate)
+            return self._grow(obs, workers, high, self._last_queue, arrival_rate)
         return self._shrink(obs, workers, low)
 
     def _thrash(self, workers: int, low: int) -> Action | None:
@@ -361,14 +397,11 @@ class WorkerPool:
             return None
         if self._best is None or throughput > self._best[1]:
             self._best = (workers, throughput)
-            self._ceiling = None
             return None
         best_workers, best = self._best
         if throughput >= best or workers <= best_workers:
             return None
         target = max(low, best_workers - self._rng.randint(0, self.thrash_backoff))
-        if self.mode == "little":
-            self._ceiling = best_workers
         if target >= workers:
             return None
         return Action(
@@ -376,6 +409,30 @@ class WorkerPool:
             target,
             f"thrashing: throughput {_per_s(throughput)} < best {_per_s(best)} at "
             f"{best_workers} workers: {workers} -> {target} workers",
+        )
+
+    def _thrash_little(
+        self, now: float, workers: int, low: int, throughput: float | None
+    ) -> Action | None:
+        if self._by_size_since is None or now - self._by_size_since >= self.thrash_memory:
+            self._by_size.clear()
+            self._ceiling = None
+            self._by_size_since = now
+        if throughput is None:
+            return None
+        here = self._by_size[workers] = _ewma(self._by_size.get(workers), throughput, 0.5)
+        smaller = [size for size in self._by_size if size < workers]
+        if not smaller:
+            return None
+        best = max(smaller, key=lambda size: self._by_size[size])
+        if here >= (1 - self.thrash_tolerance) * self._by_size[best]:
+            return None
+        self._ceiling = target = max(low, best)
+        return Action(
+            "workers",
+            target,
+            f"thrashing: throughput {_per_s(here)} at {workers} workers < "
+            f"{_per_s(self._by_size[best])} at {best}: {workers} -> {target} workers",
         )
 
     def _grow(
@@ -418,6 +475,8 @@ class WorkerPool:
                     return []  # big enough: the backlog is draining
                 target = workers + 1
                 why += ", yet the queue grows"
+        if self.thrashing:
+            target = min(target, 2 * workers)  # measure sizes on the way (see thrashing)
         target = min(target, ceiling)
         return [
             Action(
@@ -492,7 +551,8 @@ class Batching:
         drop: decreasing stops when throughput falls this fraction below the best (0.1).
         recover: increasing stops within this fraction of the best (0.02).
         batch_min: smallest batch emitted (1).
-        batch_max: largest batch emitted (default: the stage's ``batch_max``).
+        batch_max: largest batch emitted (default: the stage's ``batch_max``; if neither is
+            known, the batch in force).
         queue_signal: also treat a growing, standing queue as a throughput drop (True).
     """
 
@@ -789,8 +849,8 @@ class USITS(_RateControl):
 
     Response-time samples are collected across observations; every ``samples`` (100) samples
     or ``period`` (1 s) of observation time, whichever comes first, their ``percentile``
-    (90th) is computed and smoothed, ``rt = 0.7 rt + 0.3 new`` (``smoothing`` is the old
-    value's weight). With ``err = (rt - target) / target``:
+    (90th) is computed and smoothed, ``rt = alpha rt + (1 - alpha) new`` (``alpha`` 0.7).
+    With ``err = (rt - target) / target``:
 
     - ``err > 0`` (over target): if any class of lower priority than the highest still has a
       rate above ``rate_min``, divide every such rate by ``class_cut`` (10); if none is left
@@ -815,7 +875,7 @@ class USITS(_RateControl):
         percentile: which percentile is held to the target (90).
         samples: samples per update (100).
         period: seconds of observation time per update when fewer samples arrive (1).
-        smoothing: weight of the previous smoothed value (0.7).
+        alpha: weight of the previous smoothed value (0.7).
         increase: additive increase per unit of error (2.0).
         increase_below: raise the rate when err is below this (-0.5).
         decrease: multiplicative decrease of the highest class (1.2).
@@ -838,7 +898,7 @@ class USITS(_RateControl):
         percentile: float = 90.0,
         samples: int = 100,
         period: float = 1.0,
-        smoothing: float = 0.7,
+        alpha: float = 0.7,
         increase: float = 2.0,
         increase_below: float = -0.5,
         decrease: float = 1.2,
@@ -863,7 +923,7 @@ class USITS(_RateControl):
         )
         self.samples = _whole(samples, "USITS samples")
         self.period = _real(period, "USITS period", low=0, low_open=True)
-        self.smoothing = _real(smoothing, "USITS smoothing", low=0, high=1, high_open=True)
+        self.alpha = _real(alpha, "USITS alpha", low=0, high=1, high_open=True)
         self.increase = _real(increase, "USITS increase", low=0, low_open=True)
         self.increase_below = _real(increase_below, "USITS increase_below", low=-1, high=0)
         self.decrease = _real(decrease, "USITS decrease", low=1, low_open=True)
@@ -890,9 +950,7 @@ class USITS(_RateControl):
         self._samples.clear()
         self._since = obs.time
         rt = self.rt = (
-            measured
-            if self.rt is None
-            else self.smoothing * self.rt + (1 - self.smoothing) * measured
+            measured if self.rt is None else self.alpha * self.rt + (1 - self.alpha) * measured
         )
         err = (rt - self.target) / self.target
         why = (
@@ -939,14 +997,14 @@ class AIMD(_RateControl):
       service)``) spread over ``drain_time`` (0.25 s). A 10x spike is thus met by one cut to
       about half the capacity, for as long as the backlog needs, instead of ``/ 1.2`` per
       second from wherever the rate was.
-    - ``hold x target < d <= target`` (``hold`` 0.5): no increase; if the queue is still
-      building (more arrivals than completions) while the rate exceeds ``backoff x capacity``,
-      trim it to that, so the queue turns before it reaches the target.
-    - ``d <= hold x target``, the bucket refused events (the rate binds) and the queue is not
-      building: if the rate is
-      below ``backoff x capacity`` jump back there (fast recovery after a cut: the stage
-      served that much with a queue standing); else increase additively by ``increase`` (2 %)
-      of the capacity per period, probing slowly for more. Changes within 2 % are ignored.
+    - ``raise_below x target < d <= target`` (``raise_below`` 0.5): no increase; if the
+      queue is still building (more arrivals than completions) while the rate exceeds
+      ``backoff x capacity``, trim it to that, so the queue turns before it reaches the target.
+    - ``d <= raise_below x target``, the bucket refused events (the rate binds) and the
+      queue is not building: if the rate is below ``backoff x capacity`` jump back there
+      (fast recovery after a cut: the stage served that much with a queue standing); else
+      increase additively by ``increase`` (2 %) of the capacity per period, probing slowly
+      for more. Changes within 2 % are ignored.
     - With classes (lowest priority first), a cut is taken from the lowest class down to
       ``rate_min`` before the next one is touched; an increase is shared equally.
     - Rates stay within ``[rate_min, rate_max]``.
@@ -962,7 +1020,8 @@ class AIMD(_RateControl):
         floor: the deepest proportional cut (0.5).
         increase: additive increase per period, as a fraction of capacity (0.02).
         drain_time: seconds over which the excess backlog is drained (0.25).
-        hold: fraction of the target above which the rate is not raised (0.5).
+        raise_below: the rate is raised only while the delay is under this fraction of the
+            target (0.5).
         rate_min, rate_max: the rate range (0.05 and 1e6 events/s: asyncio stages can serve
             far more than the original's 5000/s).
         initial_rate: rate assumed before the stage reports one (default ``rate_max``).
@@ -982,7 +1041,7 @@ class AIMD(_RateControl):
         floor: float = 0.5,
         increase: float = 0.02,
         drain_time: float = 0.25,
-        hold: float = 0.5,
+        raise_below: float = 0.5,
         rate_min: float = 0.05,
         rate_max: float = 1e6,
         initial_rate: float | None = None,
@@ -1004,7 +1063,7 @@ class AIMD(_RateControl):
         self.floor = _real(floor, "AIMD floor", low=0, high=self.backoff, low_open=True)
         self.increase = _real(increase, "AIMD increase", low=0, low_open=True)
         self.drain_time = _real(drain_time, "AIMD drain_time", low=0, low_open=True)
-        self.hold = _real(hold, "AIMD hold", low=0, high=1)
+        self.raise_below = _real(raise_below, "AIMD raise_below", low=0, high=1)
         self.capacity: float | None = None
         self._service: float | None = None
 
@@ -1061,12 +1120,12 @@ class AIMD(_RateControl):
 
         actions.extend(self._degrade_under(f"{signal} <= target {_secs(self.target)}"))
         building = obs.queue_length > 0 and obs.arrivals > obs.completions
-        if delay > self.hold * self.target:
+        if delay > self.raise_below * self.target:
             # Near the target: no increase; a queue still building means the rate exceeds
             # what the stage serves, so trim it to just under the capacity now.
             if building and capacity and total > self.backoff * capacity * _SLACK:
                 why = (
-                    f"{signal} > {self.hold:g} x target {_secs(self.target)} and building, "
+                    f"{signal} > {self.raise_below:g} x target {_secs(self.target)} and building, "
                     f"trim to {self.backoff:g} x {_per_s(capacity)}"
                 )
                 self._cut(order, total - self.backoff * capacity, why, actions)
@@ -1075,7 +1134,7 @@ class AIMD(_RateControl):
             # The rate does not bind (raising it changes nothing), or it already admits more
             # than the stage serves.
             return actions
-        why = f"{signal} <= {self.hold:g} x target {_secs(self.target)}"
+        why = f"{signal} <= {self.raise_below:g} x target {_secs(self.target)}"
         if self.capacity and total * _SLACK < self.backoff * self.capacity:
             step = self.backoff * self.capacity - total
             why += f", fast recovery to {self.backoff:g} x {_per_s(self.capacity)}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -19,6 +20,7 @@ from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
 from ._admission import AdmissionPolicy, Policy, Refusal, normalize
+from ._bottleneck import find_bottleneck
 from ._control import Action, Controller
 from ._errors import ConfigError, GraphClosed
 from ._instrument import Instrument, Instruments, Span
@@ -107,6 +109,7 @@ class RunningGraph:
         self._replies: set[Reply] = set()
         self._tg: TaskGroup | None = None
         self._sends = 0
+        self._last_stats: GraphStats | None = None
         #: admitted events abandoned by a cancelled or failed run
         self.abandoned = 0
 
@@ -600,13 +603,18 @@ class RunningGraph:
     def stats(self) -> GraphStats:
         """Return an immutable snapshot of every stage."""
         now = time.monotonic()
-        return GraphStats(
+        snapshot = GraphStats(
             stages=tuple(run.stats() for run in self._stages.values()),
             state=self._state,
             abandoned=self.abandoned,
             time=now,
             elapsed=now - self._started,
         )
+        # Judged against the previous snapshot (taken by anyone), so growth shows.
+        found = find_bottleneck(snapshot, self._last_stats, graph=self.graph)
+        snapshot = dataclasses.replace(snapshot, bottleneck=found)
+        self._last_stats = snapshot
+        return snapshot
 
     @property
     def state(self) -> str:

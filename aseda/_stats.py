@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._histogram import LatencySummary
+
+if TYPE_CHECKING:
+    from ._bottleneck import Bottleneck
 
 __all__ = ["EMPTY_LATENCY", "GraphStats", "StageStats"]
 
@@ -105,6 +108,9 @@ class GraphStats:
     #: when the snapshot was taken (``time.monotonic()``), and seconds since the run began
     time: float = 0.0
     elapsed: float = 0.0
+    #: the stage holding the graph back now and why (see :func:`aseda.find_bottleneck`,
+    #: judged against the previous snapshot), or None
+    bottleneck: Bottleneck | None = None
 
     def __getitem__(self, name: str) -> StageStats:
         for s in self.stages:
@@ -125,6 +131,7 @@ class GraphStats:
             "abandoned": self.abandoned,
             "time": self.time,
             "elapsed": self.elapsed,
+            "bottleneck": None if self.bottleneck is None else asdict(self.bottleneck),
             "stages": [s.to_dict() for s in self.stages],
         }
 

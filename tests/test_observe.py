@@ -191,3 +191,24 @@ def test_stats_to_dict_is_json_ready() -> None:
     data = anyio.run(main)
     text = json.dumps(data, allow_nan=False)
     assert '"name": "a"' in text and data["stages"][0]["service"]["p50"] is None
+
+
+async def test_snapshot_names_the_bottleneck() -> None:
+    """A stage whose workers are all busy and whose queue fills is named, with a reason."""
+    gate = anyio.Event()
+
+    @aseda.stage(capacity=10)
+    async def slow(x: int) -> int:
+        await gate.wait()
+        return x
+
+    async with aseda.Graph(aseda.stage(name="fast")(ident) >> slow).run() as running:
+        assert running.stats().bottleneck is None
+        for i in range(8):
+            running.send_nowait(i)
+        await anyio.wait_all_tasks_blocked()
+        stats = running.stats()
+        assert stats.bottleneck is not None and stats.bottleneck.stage == "slow"
+        assert "busy" in stats.bottleneck.reason
+        assert stats.to_dict()["bottleneck"]["stage"] == "slow"
+        gate.set()

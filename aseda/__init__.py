@@ -15,6 +15,15 @@ from ._admission import TokenBucket as TokenBucket
 from ._admission import refuse as refuse
 from ._bottleneck import Bottleneck as Bottleneck
 from ._bottleneck import find_bottleneck as find_bottleneck
+from ._control import Action as Action
+from ._control import Controller as Controller
+from ._control import Observation as Observation
+from ._controllers import AIMD as AIMD
+from ._controllers import USITS as USITS
+from ._controllers import Batching as Batching
+from ._controllers import Gradient as Gradient
+from ._controllers import WorkerPool as WorkerPool
+from ._controllers import overload_controller as overload_controller
 from ._endpoint import StatsEndpoint as StatsEndpoint
 from ._endpoint import serve_stats as serve_stats
 from ._errors import Abandoned as Abandoned
@@ -63,6 +72,15 @@ __all__ = [
     "DROP",
     "UNBOUNDED",
     "Abandoned",
+    "AIMD",
+    "Action",
+    "Batching",
+    "Controller",
+    "Gradient",
+    "Observation",
+    "USITS",
+    "WorkerPool",
+    "overload_controller",
     "OtelInstruments",
     "PrometheusCollector",
     "StatsEndpoint",

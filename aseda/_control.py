@@ -51,8 +51,13 @@ class Observation:
     response_samples: tuple[float, ...] = ()
     #: service times (seconds) sampled in the period
     service_samples: tuple[float, ...] = ()
-    #: the admission token bucket's rate now, if the stage has one (per class for PerClass)
+    #: the admission token bucket's rate now, if the stage has one: under the key None for a
+    #: plain TokenBucket, under each class for PerClass
     rates: dict[Hashable, float] = field(default_factory=dict)
+    #: the concurrency limit in force (a Credits policy), if any
+    credits: int | None = None
+    #: with a PerClass policy: each class's response samples of the period
+    class_response_samples: dict[Hashable, tuple[float, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,6 +132,7 @@ class StageRun:
         self.last_decision: str | None = None
         self.recent_response: list[float] = []
         self.recent_service: list[float] = []
+        self.recent_by_class: dict[Any, list[float]] = {}
         self._obs: tuple[float, int, int, int] | None = None
         self.target = stage.workers_initial
         self.retiring = 0
@@ -728,6 +729,13 @@ class StageRun:
         if self.controllers:
             self.recent_response.append(end - env.t_queued)
             self.recent_service.append(end - start)
+            policy = self.policy
+            if isinstance(policy, PerClass):
+                try:
+                    cls = policy.classify(env.value)
+                except Exception:  # the policy refuses such events; no class to file it under
+                    cls = None
+                self.recent_by_class.setdefault(cls, []).append(end - env.t_queued)
         if ok:
             response.append(end - env.t_enter)
         if len(wait) >= _FOLD:
@@ -875,8 +883,10 @@ class StageRun:
         since, admitted, finished, turned_away = self._obs
         self._obs = (now, queue.admitted, done, refused)
         responses, services = tuple(self.recent_response), tuple(self.recent_service)
+        by_class = {c: tuple(samples) for c, samples in self.recent_by_class.items()}
         self.recent_response.clear()
         self.recent_service.clear()
+        self.recent_by_class.clear()
         return Observation(
             stage=self.name,
             time=now,
@@ -895,6 +905,8 @@ class StageRun:
             response_samples=responses,
             service_samples=services,
             rates=self._rates(),
+            credits=self.policy.credits if isinstance(self.policy, Credits) else None,
+            class_response_samples=by_class,
         )
 
     def _buckets(self) -> dict[Any, TokenBucket]:

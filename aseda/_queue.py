@@ -15,13 +15,32 @@ Waiting uses :class:`anyio.Event`, so the queue works on every anyio backend.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 
-__all__ = ["UNBOUNDED", "EventQueue", "event_type"]
+__all__ = ["UNBOUNDED", "EventQueue", "event_type", "loop_clock"]
+
+
+def loop_clock() -> Callable[[], float]:
+    """A high-resolution clock in step with the running event loop, looked up once.
+
+    On trio, ``trio.current_time`` (which honours a ``MockClock``, so controllers and tests
+    can run on mock time). On asyncio, ``time.perf_counter``: uvloop's ``loop.time()`` ticks
+    in whole milliseconds, too coarse for microsecond latencies.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # not asyncio: trio
+        import trio
+
+        return trio.current_time
+    return time.perf_counter
 
 
 def event_type() -> type[anyio.Event]:

@@ -25,7 +25,7 @@ from ._control import Action, Controller
 from ._errors import ConfigError, GraphClosed
 from ._instrument import Instrument, Instruments, Span
 from ._log import logger
-from ._queue import event_type
+from ._queue import event_type, loop_clock
 from ._refusals import OnRefuse, Redirect, check_on_refuse
 from ._reply import NO_REPLY, NO_VALUE, Call, Reply
 from ._stagerun import CHUNK, RAISE, StageRun
@@ -83,7 +83,8 @@ class RunningGraph:
         self._trace_credit = 0.0
         self._trace_ids = 0
         self._started = time.monotonic()
-        self._t0 = time.perf_counter()
+        self.clock = loop_clock()
+        self._t0 = self.clock()
         self.control_interval = float(control_interval)
         self.control_started = 0.0
         self._control_scope: anyio.CancelScope | None = None
@@ -138,7 +139,7 @@ class RunningGraph:
                     self.accepting = True
                     self._state = "running"
                     self._started = time.monotonic()
-                    self._t0 = time.perf_counter()
+                    self._t0 = self.clock()
                     if any(run.controllers for run in self._stages.values()):
                         self._control_scope = anyio.CancelScope()
                         self.control_started = anyio.current_time()
@@ -330,7 +331,7 @@ class RunningGraph:
 
     def _sample(self, event: Any) -> Any:
         """Wrap a sampled event in a timing envelope, and adapt the sampling interval."""
-        now = time.perf_counter()
+        now = self.clock()
         gap, self._last_sample = now - self._last_sample, now
         every = self._sample_every
         if gap < self._min_gap:
@@ -478,7 +479,7 @@ class RunningGraph:
         self._replies.add(reply)
         try:
             trace = self._trace_id(1) if self._trace else None
-            await self._admit(run, Call(event, reply, time.perf_counter(), trace), mode, RAISE)
+            await self._admit(run, Call(event, reply, self.clock(), trace), mode, RAISE)
             await reply.event.wait()
         finally:
             self._replies.discard(reply)

@@ -32,14 +32,15 @@ from ._refusals import Degrade, OnRefuse, Redirect
 from ._reply import Call
 from ._stats import StageStats
 
-_now = time.perf_counter
-
 #: Latency samples are kept in plain lists (an append is cheap) and folded into histograms
 #: when a snapshot is taken or this many have piled up.
 _FOLD = 4096
 
 #: Seconds per window of the recent response-time histogram.
 _WINDOW = 1.0
+
+#: A blocking handler call cheaper than this (seconds) is worth chunking with others.
+_CHEAP = 100e-6
 
 if TYPE_CHECKING:
     from ._runtime import RunningGraph
@@ -123,6 +124,8 @@ class StageRun:
         self.workers = 0  # live worker tasks
         # The batch size in force: the declared one until a batching controller changes it.
         self.batch = stage.batch
+        # Events a blocking per-event worker hands its thread at once (adapts to their cost).
+        self.chunk = 1
         # The handler in force: the stage's, or its degraded one while a controller says so.
         self.handler: Any = stage.handler
         self.degrading = False
@@ -154,6 +157,8 @@ class StageRun:
         self.update_plain()
         # Latency of sampled events (and every call()): queue wait, service, since entry.
         self.timed = runtime.statistics
+        # The event loop's clock (trio's MockClock included), as the runtime's other timing.
+        self.clock = runtime.clock
         self.histograms = (LatencyHistogram(), LatencyHistogram(), LatencyHistogram())
         # Response times of the last one to two seconds: this window and the one before.
         self.recent = (LatencyHistogram(), LatencyHistogram())
@@ -235,7 +240,7 @@ class StageRun:
         queue = self.queue
         queue.buffer.append(item)
         if type(item) is Call:
-            item.t_queued = _now()
+            item.t_queued = self.clock()
         if queue.times is not None:
             assert self.deadline is not None
             queue.times.append(self.deadline.clock())
@@ -532,14 +537,14 @@ class StageRun:
                 items = self._take(self.batch or 1)
                 if items:
                     values = [i.value if type(i) is Call else i for i in items]
-                    start = _now()
+                    start = self.clock()
                     try:
                         outs = await handler(values)
                     except Exception as exc:
-                        self._observe_chunk(items, start, _now(), ok=False)
+                        self._observe_chunk(items, start, self.clock(), ok=False)
                         await self._fail_batch(items, exc)
                     else:
-                        self._observe_chunk(items, start, _now(), ok=True)
+                        self._observe_chunk(items, start, self.clock(), ok=True)
                         await self._finish_batch(items, outs)
                 if self._should_exit():
                     return
@@ -562,15 +567,18 @@ class StageRun:
                     items = self._take(self.batch or 1)
                 else:
                     # A fair share of the queue, so one thread does not serialise what
-                    # several could run side by side.
-                    items = self._take(min(CHUNK, max(1, len(buf) // max(1, self.workers))))
+                    # several could run side by side, and no more than the adaptive chunk:
+                    # slow handlers take one event at a time, so a backlog stays visible
+                    # in the queue (and to a worker-pool controller).
+                    share = max(1, len(buf) // max(1, self.workers))
+                    items = self._take(min(self.chunk, share))
                 if not items:
                     continue
                 values = [i.value if type(i) is Call else i for i in items]
-                start = _now()
+                start = self.clock()
                 if stage.batch:
                     ok, result = await thread.run(self._thread_batch, values)
-                    self._observe_chunk(items, start, _now(), ok=ok)
+                    self._observe_chunk(items, start, self.clock(), ok=ok)
                     if ok:
                         await self._finish_batch(items, result)
                     else:
@@ -580,7 +588,14 @@ class StageRun:
                     # wake with this worker instead of one scheduling round after it.
                     answer = _answer_calls(items) if not self.nexts else None
                     results = await thread.run(self._thread_each, values, answer)
-                    self._observe_chunk(items, start, _now(), ok=True)
+                    end = self.clock()
+                    self._observe_chunk(items, start, end, ok=True)
+                    # Grow the chunk while events are cheap (a hop amortised over many),
+                    # shrink it when they are not.
+                    if (end - start) / len(items) < _CHEAP:
+                        self.chunk = min(CHUNK, self.chunk * 2)
+                    else:
+                        self.chunk = max(1, self.chunk // 2)
                     for item, (ok, result) in zip(items, results, strict=True):
                         if not ok:
                             await self._fail(item, result)
@@ -710,15 +725,15 @@ class StageRun:
                 return
             await self._finish_call(env, out)
             return
-        start = _now()
+        start = self.clock()
         try:
             out = await self.handler(env.value)
         except Exception as exc:
             _drop_own_frame(exc)
-            self.observe(env, start, _now(), ok=False)
+            self.observe(env, start, self.clock(), ok=False)
             await self._fail(env, exc)
             return
-        self.observe(env, start, _now(), ok=True)
+        self.observe(env, start, self.clock(), ok=True)
         await self._finish_call(env, out)
 
     def observe(self, env: Call, start: float, end: float, ok: bool) -> None:

@@ -419,6 +419,12 @@ class RunningGraph:
             ConfigError: no stage is named ``to``.
         """
         run = self.stage_run(to)
+        refusal = self._admit_or_count(run, event)
+        if refusal is not None:
+            raise run.rejected_error(refusal.reason)
+
+    def _admit_or_count(self, run: StageRun, event: Any) -> Refusal | None:
+        """Admit ``event`` now (sampling it, maybe), or count the refusal the sender is told."""
         self._check_open()
         countdown = self._countdown - 1
         if countdown:
@@ -429,7 +435,7 @@ class RunningGraph:
         if refusal is not None:
             run.queue.rejected += 1
             run.count_refusal(refusal.reason)
-            raise run.rejected_error(refusal.reason)
+        return refusal
 
     def send_lossy(self, event: Any, *, to: str | None = None) -> bool:
         """Admit ``event`` now and return True, or return False if refused (counted).
@@ -441,19 +447,7 @@ class RunningGraph:
             GraphClosed: the graph is draining, stopped or cancelled.
             ConfigError: no stage is named ``to``.
         """
-        run = self.stage_run(to)
-        self._check_open()
-        countdown = self._countdown - 1
-        if countdown:
-            self._countdown = countdown
-        else:
-            event = self._sample(event)
-        refusal = run.admit_now(event)
-        if refusal is None:
-            return True
-        run.queue.rejected += 1
-        run.count_refusal(refusal.reason)
-        return False
+        return self._admit_or_count(self.stage_run(to), event) is None
 
     async def call(
         self, event: Any, *, to: str | None = None, on_refuse: OnRefuse | None = None
@@ -509,15 +503,7 @@ class RunningGraph:
                 return policy.admit_many(events, run)
             return AdmissionPolicy.admit_many(_Adapter(policy), events, run)
         except Exception as exc:
-            held = run.policy_log.allow()
-            if held is not None:
-                logger.error(
-                    "admission policy failed; batch refused",
-                    stage=run.name,
-                    error=repr(exc),
-                    suppressed=held,
-                    exc_info=exc,
-                )
+            run.log_error("admission policy failed; batch refused", exc)
             return Refusal("policy error")
 
     def prepare(self, events: Iterable[Any], *, to: str | None = None) -> Reservation:

@@ -224,16 +224,14 @@ class StageRun:
         try:
             return normalize(policy(value, self))
         except Exception as exc:  # a broken policy refuses; it never crashes the sender
-            held = self.policy_log.allow()
-            if held is not None:
-                logger.error(
-                    "admission policy failed; event refused",
-                    stage=self.name,
-                    error=repr(exc),
-                    suppressed=held,
-                    exc_info=exc,
-                )
+            self.log_error("admission policy failed; event refused", exc)
             return _POLICY_ERROR
+
+    def log_error(self, message: str, exc: BaseException) -> None:
+        """Log a policy or degrade handler failure, at most once a second for this stage."""
+        held = self.policy_log.allow()
+        if held is not None:
+            logger.error(message, stage=self.name, error=repr(exc), suppressed=held, exc_info=exc)
 
     def append(self, item: Any) -> None:
         """Put ``item`` in the queue with no checks (admitted, or a cycle's back edge)."""
@@ -318,15 +316,7 @@ class StageRun:
                 targets = self._targets(out)
             except Exception as exc:
                 self.count_refusal("degrade failed")
-                held = self.policy_log.allow()
-                if held is not None:
-                    logger.error(
-                        "degrade handler failed",
-                        stage=self.name,
-                        error=repr(exc),
-                        suppressed=held,
-                        exc_info=exc,
-                    )
+                self.log_error("degrade handler failed", exc)
                 if sender == INTERNAL:
                     self.shed += 1
                     if type(item) is Call:

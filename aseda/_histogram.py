@@ -19,7 +19,6 @@ __all__ = ["LatencyHistogram", "LatencySummary"]
 
 SUB_BITS = 5
 _SUB = 1 << SUB_BITS  # sub-buckets per power of two
-_BUCKETS = 64 * _SUB  # enough for any value below 2**64 ns (584 years)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +64,9 @@ class LatencyHistogram:
     __slots__ = ("_counts", "_max", "_sum", "count")
 
     def __init__(self) -> None:
-        self._counts = [0] * _BUCKETS
+        # Sparse: latencies fill a few dozen of the ~2000 possible buckets, and every stage
+        # keeps several histograms, so a dict is far smaller than a list of every bucket.
+        self._counts: dict[int, int] = {}
         self.count = 0
         self._sum = 0
         self._max = 0
@@ -73,7 +74,9 @@ class LatencyHistogram:
     def record(self, seconds: float) -> None:
         """Add one sample (negative values count as zero)."""
         ns = int(seconds * 1e9) if seconds > 0 else 0
-        self._counts[_index(ns)] += 1
+        index = _index(ns)
+        counts = self._counts
+        counts[index] = counts.get(index, 0) + 1
         self.count += 1
         self._sum += ns
         if ns > self._max:
@@ -94,11 +97,10 @@ class LatencyHistogram:
         if rank >= self.count:
             return self._max / 1e9
         seen = 0
-        for index, n in enumerate(self._counts):
-            if n:
-                seen += n
-                if seen >= rank:
-                    return min(_midpoint(index), self._max) / 1e9
+        for index in sorted(self._counts):
+            seen += self._counts[index]
+            if seen >= rank:
+                return min(_midpoint(index), self._max) / 1e9
         return self._max / 1e9  # pragma: no cover - rank <= count
 
     @property
@@ -128,16 +130,15 @@ class LatencyHistogram:
     def merge(self, other: LatencyHistogram) -> None:
         """Add another histogram's samples to this one."""
         counts = self._counts
-        for index, n in enumerate(other._counts):
-            if n:
-                counts[index] += n
+        for index, n in other._counts.items():
+            counts[index] = counts.get(index, 0) + n
         self.count += other.count
         self._sum += other._sum
         self._max = max(self._max, other._max)
 
     def reset(self) -> None:
         """Forget every sample."""
-        self._counts = [0] * _BUCKETS
+        self._counts = {}
         self.count = 0
         self._sum = 0
         self._max = 0

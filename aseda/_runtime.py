@@ -605,7 +605,7 @@ class RunningGraph:
 
     @property
     def state(self) -> str:
-        """``"running"``, ``"draining"``, ``"stopped"`` or ``"cancelled"``."""
+        """``"starting"``, ``"running"``, ``"draining"``, ``"stopped"`` or ``"cancelled"``."""
         return self._state
 
 

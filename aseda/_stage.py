@@ -219,6 +219,14 @@ class Stage:
         self.overflow = overflow
         self.order: AdaptiveLIFO | None = order if isinstance(order, AdaptiveLIFO) else None
         self.deadline = deadline
+        from ._control import Controller
+
+        for controller in control:
+            if not isinstance(controller, Controller):
+                raise ConfigError(
+                    f"stage {label!r}: {controller!r} is not a controller (it needs a name and "
+                    "observe(observation) -> actions)"
+                )
         self.control = tuple(control)
         self._init_hooks = list(_hooks(init, label, "init"))
         self._close_hooks = list(_hooks(close, label, "close"))

@@ -285,7 +285,8 @@ class StageRun:
     def count_refusal(self, reason: str, events: int = 1) -> None:
         self.reasons[reason] = self.reasons.get(reason, 0) + events
         if self.runtime.instruments.hooks["refused"]:
-            self.runtime.instruments.call("refused", self.name, reason)
+            for _ in range(events):  # once per event, as the statistics count
+                self.runtime.instruments.call("refused", self.name, reason)
         held = self.refuse_log.allow()
         if held is not None:
             logger.info(

@@ -54,8 +54,9 @@ class StageStats:
     in_flight: int
     #: tasks waiting for room in the queue (backpressure): senders and upstream workers
     senders_waiting: int
-    #: events shed: refused on the way in from an upstream stage, or dropped from the queue
-    #: (drop-oldest, deadline); a ``call()`` among them gets Rejected
+    #: events shed: refused on the way in from an upstream stage (or by a failing Degrade
+    #: handler), or dropped from the queue (drop-oldest, deadline, a caller that gave up);
+    #: a ``call()`` among them gets Rejected
     shed: int = 0
     #: of the shed events, those dropped from the queue after they were admitted
     #: (drop-oldest, deadline, a caller that gave up)

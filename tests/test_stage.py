@@ -198,3 +198,10 @@ def test_default_names_are_stable() -> None:
 def test_handler_with_options_positionally() -> None:
     """stage(handler, option=...) works as well as the decorator forms."""
     assert aseda.stage(ident, capacity=8).capacity == 8
+
+
+def test_control_option_checked_when_declared() -> None:
+    """control= takes controllers only, checked at declaration like every other option."""
+    with pytest.raises(aseda.ConfigError, match="not a controller"):
+        aseda.stage(control=[object()])(ident)
+    assert aseda.stage(control=[aseda.WorkerPool()])(ident).control[0].name == "workers"

@@ -67,7 +67,8 @@ class Action:
     ``kind`` is ``"workers"`` (value: the new pool size), ``"batch"`` (the new batch size),
     ``"rate"`` (a token bucket's rate, events/s; ``cls`` names the class for PerClass),
     ``"threshold"`` (an admission threshold), ``"credits"`` (a concurrency limit) or
-    ``"degrade"`` (value 1: answer refused events with the stage's degraded handler, 0: stop).
+    ``"degrade"`` (value 1: serve every event with the stage's degraded handler, the one its
+    ``on_refuse=aseda.Degrade(...)`` names; 0: back to the stage's own handler).
     """
 
     kind: str

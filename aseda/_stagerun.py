@@ -83,6 +83,11 @@ def _answer_calls(items: list[Any]) -> Any:
     return answer
 
 
+def _burst(rate: float) -> float:
+    """The burst of a token bucket installed for a rate controller: 0.1 s at that rate."""
+    return max(1.0, rate / 10)
+
+
 def _as_async(fn: Any) -> Any:
     """An async callable for a handler that may be sync (a Degrade handler)."""
     import inspect
@@ -131,6 +136,7 @@ class StageRun:
         self.degrading = False
         # Feedback control (set up by RunningGraph): controllers, recent samples, last counts.
         self.controllers: list[Any] = []
+        self.auto_bucket: TokenBucket | None = None
         self.control_enabled = True
         self.last_decision: str | None = None
         self.recent_response: list[float] = []
@@ -944,9 +950,15 @@ class StageRun:
             if not buckets and isinstance(self.policy, PerClass):
                 return self._cannot(controller, action, "its classes have no token bucket")
             if not buckets:  # a rate controller on a stage with no bucket: give it one
-                self.set_admission(TokenBucket(max(value, 1e-3), burst=max(1.0, value / 10)))
+                self.auto_bucket = TokenBucket(max(value, 1e-3), burst=_burst(value))
+                self.set_admission(self.auto_bucket)
             elif action.cls in buckets:
-                buckets[action.cls].rate = max(value, 1e-3)
+                bucket = buckets[action.cls]
+                bucket.rate = max(value, 1e-3)
+                if bucket is self.auto_bucket:
+                    # A bucket aseda installed bursts a tenth of a second's worth at the rate
+                    # in force; kept at the first rate, it would not bind (or never recover).
+                    bucket.burst = _burst(value)
             else:
                 return self._cannot(controller, action, f"no token bucket for class {action.cls!r}")
         elif kind == "threshold":

@@ -142,3 +142,14 @@ async def test_bad_control_options() -> None:
         with pytest.raises(aseda.ConfigError):
             async with graph.run(**options):
                 pass
+
+
+async def test_an_installed_bucket_bursts_at_the_rate_in_force() -> None:
+    """The bucket aseda installs for a rate controller keeps 0.1 s of burst at each new rate."""
+    script = Scripted([Action("rate", 5000, "start high")], [Action("rate", 20, "cut")])
+    stage = aseda.stage(name="s", control=[script])(ident)
+    async with aseda.Graph(stage).run(control_interval=0.001) as running:
+        await wait_for(script, running, "s")
+        bucket = running.stage_run("s").policy
+        assert isinstance(bucket, aseda.TokenBucket)
+        assert (bucket.rate, bucket.burst) == (20, 2)

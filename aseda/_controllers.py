@@ -691,6 +691,17 @@ class Batching:
             self._best = smoothed
             self._load_ref = smoothed_load
             why = f"throughput {_per_s(smoothed)} within {self.recover:.0%} of best, settled"
+        elif (
+            smoothed >= (1 - self.recover) * smoothed_load
+            and not growing
+            and obs.queue_length <= obs.batch * max(obs.workers, 1)
+        ):
+            # Serving all that is offered, with no backlog: a best measured while a backlog
+            # drained can be out of reach, and growing further would only add latency.
+            # (The load reference stays: a sudden change of load must still reset.)
+            self.direction = "down"
+            self._best = smoothed
+            why = f"throughput {_per_s(smoothed)} serves the offered load, settled"
         elif factor >= high:
             self.direction = "down"
             self._best = smoothed

@@ -118,8 +118,3 @@ class OffloadThread:
         """End the thread; it is idle (no job outstanding), so this returns at once."""
         self._inbox.put(None)
         self._thread.join()
-
-    @property
-    def thread(self) -> threading.Thread:
-        """The underlying thread (for tests and introspection)."""
-        return self._thread

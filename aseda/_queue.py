@@ -87,9 +87,6 @@ class EventQueue:
         # Enqueue times, parallel to buffer, kept only for a stage with a queue deadline.
         self.times: deque[float] | None = None
 
-    def __len__(self) -> int:
-        return len(self.buffer)
-
     async def wait_for_room(self) -> None:
         """Wait until the queue may have room (or is closed); the caller then retries."""
         event = self.new_event()

@@ -28,14 +28,14 @@ __all__ = ["CLASS_MIX", "FILE_MIX", "FileSet", "file_size", "generate"]
 CLASS_MIX = (0.35, 0.50, 0.14, 0.01)
 #: the share of a class's requests for its files 1..9 (SPECweb99's within-class mix)
 FILE_MIX = (0.039, 0.059, 0.088, 0.177, 0.353, 0.118, 0.071, 0.050, 0.045)
-_PER_DIRECTORY = sum(round(i * 102.4 * 10**c) for c in range(4) for i in range(1, 10))
+_PER_DIRECTORY = sum(round(i * 102.4 * 10.0**c) for c in range(4) for i in range(1, 10))
 
 
 def file_size(cls: int, i: int) -> int:
     """Bytes in class ``cls`` (0-3), file ``i`` (1-9)."""
     if not (0 <= cls <= 3 and 1 <= i <= 9):
         raise ValueError(f"no SPECweb99 file class{cls}_{i}")
-    return round(i * 102.4 * 10**cls)
+    return round(i * 102.4 * 10.0**cls)
 
 
 @dataclass(frozen=True)

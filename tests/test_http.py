@@ -678,3 +678,33 @@ def test_docs_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
     for code, expected in pairs:
         exec(compile(code, "docs/http.md", "exec"), {"__name__": "__docs__"})
         assert capsys.readouterr().out == expected
+
+
+async def test_a_backlog_of_connections_is_all_served() -> None:
+    """Connections waiting in the kernel's backlog at once (a burst) are all accepted and served."""
+    roomy = aseda.stage(name="roomy", capacity=1024)(app.handler)
+    async with served(roomy) as server:
+        # Blocking connects complete in the kernel's backlog before the loop runs again, so
+        # the server finds them all pending at its next accept().
+        socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(100)]
+        try:
+            for i, sock in enumerate(socks):
+                sock.sendall(f"GET /n{i} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            answers: list[bytes] = []
+            for sock in socks:
+                sock.setblocking(False)
+                stream = await anyio.abc.SocketStream.from_socket(sock)
+                received = b""
+                with anyio.fail_after(10):
+                    with suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                        while True:
+                            received += await stream.receive()
+                answers.append(received)
+                await stream.aclose()
+        finally:
+            for sock in socks:
+                sock.close()
+        statistics = server.statistics()
+    assert [a.startswith(b"HTTP/1.1 200") for a in answers] == [True] * 100
+    assert all(answer.endswith(f"hello /n{i}".encode()) for i, answer in enumerate(answers))
+    assert statistics.connections_total == 100

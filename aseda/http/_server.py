@@ -39,6 +39,7 @@ __all__ = ["HttpServer", "HttpStatistics", "serve"]
 _RECEIVE = 65536  # bytes per read: one read takes a whole request head in the common case
 _COALESCE = 16384  # bodies up to this size go out in the same write as the head
 _LINGER = 2.0  # at most this long, read and discard what a refused client still sends
+_ACCEPT_BURST = 256  # connections taken from the backlog at once, after each accept()
 _NO_H11 = "aseda.http needs h11: pip install 'aseda[http]'"
 
 # What a connection is doing, for its single cancel scope's deadline and for its timeout.
@@ -207,6 +208,7 @@ class HttpServer:
     # Accepting ------------------------------------------------------------------------------
 
     async def _accept_loop(self, listener: SocketListener, tg: TaskGroup) -> None:
+        raw: socket.socket | None = listener.extra(SocketAttribute.raw_socket, None)
         with anyio.CancelScope() as scope:
             self._accept_scopes.append(scope)
             while True:
@@ -218,18 +220,40 @@ class HttpServer:
                     self._warn("http: accept failed", exc)
                     await anyio.sleep(0.1)
                     continue
-                if len(self._open) >= self.limits.max_connections:
-                    self._connections_refused += 1
-                    tg.start_soon(self._refuse_connection, stream)
-                    continue
-                # Counted here, not in the task, so a burst of accepts cannot pass the cap.
-                connection = _Connection()
-                self._open.add(connection)
-                self._connections_total += 1
-                tg.start_soon(self._connection, stream, connection)
+                self._admit_connection(stream, tg)
+                # Take the rest of a burst now. Each accept() costs the listener a few trips
+                # through a busy event loop, so under load connections would queue in the
+                # kernel's backlog, a hidden queue that makes reconnecting clients wait for
+                # seconds. A non-blocking accept() drains it in one go.
+                if raw is not None:
+                    self._drain_backlog(raw, tg)
 
-    async def _refuse_connection(self, stream: SocketStream) -> None:
+    def _drain_backlog(self, raw: socket.socket, tg: TaskGroup) -> None:
+        for _ in range(_ACCEPT_BURST):
+            try:
+                sock, _address = raw.accept()
+            except OSError:  # BlockingIOError: the backlog is empty
+                return
+            self._admit_connection(sock, tg)
+
+    def _admit_connection(self, stream: SocketStream | socket.socket, tg: TaskGroup) -> None:
+        if len(self._open) >= self.limits.max_connections:
+            self._connections_refused += 1
+            tg.start_soon(self._refuse_connection, stream)
+            return
+        # Counted here, not in the task, so a burst of accepts cannot pass the cap.
+        connection = _Connection()
+        self._open.add(connection)
+        self._connections_total += 1
+        tg.start_soon(self._connection, stream, connection)
+
+    async def _refuse_connection(self, stream: SocketStream | socket.socket) -> None:
         """Answer 503 at once, without reading the request, and close."""
+        if isinstance(stream, socket.socket):
+            try:
+                stream = await _wrap(stream)
+            except OSError:
+                return
         content_type, body = error_page(503, "Too many connections. Please try again.", False)
         head = (
             b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: " + content_type
@@ -263,8 +287,12 @@ class HttpServer:
 
     # One connection -------------------------------------------------------------------------
 
-    async def _connection(self, stream: SocketStream, connection: _Connection) -> None:
+    async def _connection(
+        self, stream: SocketStream | socket.socket, connection: _Connection
+    ) -> None:
         try:
+            if isinstance(stream, socket.socket):
+                stream = await _wrap(stream)
             async with stream:
                 await self._converse(stream, connection)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
@@ -654,6 +682,17 @@ class HttpServer:
             with anyio.move_on_after(self.limits.shutdown_timeout):
                 await self._all_closed.wait()
         tg.cancel_scope.cancel()
+
+
+async def _wrap(sock: socket.socket) -> SocketStream:
+    """A socket taken from the backlog by a non-blocking accept(), as anyio's listener would."""
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return await SocketStream.from_socket(sock)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _reset_on_close(stream: SocketStream) -> None:

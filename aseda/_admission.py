@@ -294,7 +294,16 @@ class PerClass(AdmissionPolicy):
             the even spacing described above.
     """
 
-    __slots__ = ("_limits", "_refusals", "classify", "order", "policies", "shares")
+    __slots__ = (
+        "_limits",
+        "_refusals",
+        "classify",
+        "offered",
+        "order",
+        "policies",
+        "refused",
+        "shares",
+    )
 
     def __init__(
         self,
@@ -347,6 +356,10 @@ class PerClass(AdmissionPolicy):
         self.shares = {c: num / den for c, (num, den) in limits.items()}
         self._limits = limits
         self._refusals = {c: Refusal(f"class {c!r} over its share") for c in order}
+        #: events offered and refused per class since the policy was made (running totals,
+        #: which a controller's observation turns into per-period counts)
+        self.offered: dict[Hashable, int] = dict.fromkeys(order, 0)
+        self.refused: dict[Hashable, int] = dict.fromkeys(order, 0)
 
     def _class_of(self, event: Any) -> tuple[Hashable, Policy | None] | Refusal:
         cls = self.classify(event)
@@ -364,26 +377,37 @@ class PerClass(AdmissionPolicy):
         if type(found) is Refusal:
             return found
         cls, policy = found  # type: ignore[misc]
+        self.offered[cls] += 1
         # The share first: it has no side effects, so a refused event spends no token.
         if self._over_share(cls, stage.queue_length, stage.capacity):
+            self.refused[cls] += 1
             return self._refusals[cls]
         if policy is not None:
-            return normalize(policy(event, stage))
+            decision = normalize(policy(event, stage))
+            if decision is not None:
+                self.refused[cls] += 1
+            return decision
         return None
 
     def admit_many(self, events: Sequence[Any], stage: StageView) -> Refusal | None:
         """All or none: shares are checked first (no side effects), then each class's policy
         decides on its events at once; tokens taken before a later refusal are given back."""
         groups: dict[Hashable, list[Any]] = {}
-        queued = stage.queue_length
+        classes: list[Hashable] = []
         for event in events:
             found = self._class_of(event)
             if type(found) is Refusal:
                 return found
             cls, _ = found  # type: ignore[misc]
-            if self._over_share(cls, queued, stage.capacity):
-                return self._refusals[cls]
+            classes.append(cls)
             groups.setdefault(cls, []).append(event)
+        for cls, group in groups.items():
+            self.offered[cls] += len(group)
+        queued = stage.queue_length
+        for cls in classes:
+            if self._over_share(cls, queued, stage.capacity):
+                self._refuse_all(groups)
+                return self._refusals[cls]
             queued += 1
         taken: list[tuple[Any, int]] = []
         for cls, group in groups.items():
@@ -401,10 +425,15 @@ class PerClass(AdmissionPolicy):
             if decision is not None:
                 for earlier, count in taken:
                     earlier.refund(count)
+                self._refuse_all(groups)
                 return decision
             if hasattr(policy, "refund"):
                 taken.append((policy, len(group)))
         return None
+
+    def _refuse_all(self, groups: Mapping[Hashable, Sequence[Any]]) -> None:
+        for cls, group in groups.items():
+            self.refused[cls] += len(group)
 
     def __repr__(self) -> str:
         return f"PerClass({self.policies!r})"

@@ -58,6 +58,10 @@ class Observation:
     credits: int | None = None
     #: with a PerClass policy: each class's response samples of the period
     class_response_samples: dict[Hashable, tuple[float, ...]] = field(default_factory=dict)
+    #: with a PerClass policy: events of each class offered to the stage during the period
+    #: (admitted or not), and those refused; so a controller sees each class's demand
+    class_offered: dict[Hashable, int] = field(default_factory=dict)
+    class_refused: dict[Hashable, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1017,7 +1017,11 @@ class AIMD(_RateControl):
       increase additively by ``increase`` (2 %) of the capacity per period, probing slowly
       for more. Changes within 2 % are ignored.
     - With classes (lowest priority first), a cut is taken from the lowest class down to
-      ``rate_min`` before the next one is touched; an increase is shared equally.
+      ``rate_min`` before the next one is touched. An increase goes to the highest class
+      refused in the period, up to 1.1 x its demand (``class_offered``), the rest to the next
+      class down.
+    - An idle stage (nothing queued, in service or finished) has no delay: refused events
+      then raise the rate, so a cut that starved the stage is undone once it has drained.
     - Rates stay within ``[rate_min, rate_max]``.
 
     With ``degrade=True``: over target it first emits ``Action("degrade", 1)`` instead of a
@@ -1101,12 +1105,18 @@ class AIMD(_RateControl):
             measured = _percentile(obs.response_samples, self.percentile)
             delays.append(measured)
             signals.append(f"p{self.percentile:g} {_secs(measured)}")
-        if capacity:
+        idle = not obs.queue_length and not obs.busy
+        if capacity and not idle:
             predicted = obs.queue_length / capacity + service
             delays.append(predicted)
             signals.append(f"queue {obs.queue_length} ({_secs(predicted)})")
         if not delays:
-            return []
+            if not idle:
+                return []
+            # Nothing finished, nothing waits: no delay at all. (Were the last service time
+            # kept as the estimate, a deep cut that starves the stage would never be undone.)
+            delays.append(0.0)
+            signals.append("idle")
         delay = max(delays)
         signal = ", ".join(signals)
         total = math.fsum(self.rates.values())
@@ -1152,9 +1162,41 @@ class AIMD(_RateControl):
         else:
             step = self.increase * (capacity or total)
             why += ", additive increase"
+        if len(order) > 1 and obs.class_refused:
+            self._raise_by_priority(order, step, obs, why, actions)
+            return actions
         for cls in order:
             self._set(cls, self.rates[cls] + step / len(order), why, actions)
         return actions
+
+    def _raise_by_priority(
+        self,
+        order: Sequence[Hashable],
+        step: float,
+        obs: Observation,
+        why: str,
+        actions: list[Action],
+    ) -> None:
+        """Give ``step`` events/s to the highest classes that were refused, up to their demand.
+
+        A class is raised only while it was refused; each takes at most what it offered
+        (its demand, plus 10 %) before the next class down gets the rest, so a higher
+        class is refused only once every lower one is held at the minimum.
+        """
+        for cls in reversed(order):  # highest priority first
+            if step <= 0:
+                break
+            if obs.class_refused.get(cls, 0) <= 0:
+                continue
+            rate = self.rates[cls]
+            offered = _per_second(obs.class_offered.get(cls, 0), obs.interval)
+            demand = 1.1 * offered if offered is not None else math.inf
+            give = min(step, max(demand - rate, 0.0)) if demand > rate else 0.0
+            if cls == order[0]:
+                give = step  # the lowest class refused takes what is left
+            if give > 0:
+                self._set(cls, rate + give, why, actions)
+                step -= give
 
     def _cut(
         self, order: Sequence[Hashable], amount: float, why: str, actions: list[Action]

@@ -143,6 +143,7 @@ class StageRun:
         self.recent_service: list[float] = []
         self.recent_by_class: dict[Any, list[float]] = {}
         self._obs: tuple[float, int, int, int] | None = None
+        self._class_totals: tuple[PerClass, dict[Any, int], dict[Any, int]] | None = None
         self.target = stage.workers_initial
         self.retiring = 0
         self.serial = 0
@@ -896,6 +897,7 @@ class StageRun:
         self._obs = (now, queue.admitted, done, refused)
         responses, services = tuple(self.recent_response), tuple(self.recent_service)
         by_class = {c: tuple(samples) for c, samples in self.recent_by_class.items()}
+        offered, refused_by_class = self._class_counts()
         self.recent_response.clear()
         self.recent_service.clear()
         self.recent_by_class.clear()
@@ -919,6 +921,24 @@ class StageRun:
             rates=self._rates(),
             credits=self.policy.credits if isinstance(self.policy, Credits) else None,
             class_response_samples=by_class,
+            class_offered=offered,
+            class_refused=refused_by_class,
+        )
+
+    def _class_counts(self) -> tuple[dict[Any, int], dict[Any, int]]:
+        """Per-class events offered and refused since the last call (a PerClass policy)."""
+        policy = self.policy
+        if not isinstance(policy, PerClass):
+            self._class_totals = None
+            return {}, {}
+        last = self._class_totals
+        now = (policy, dict(policy.offered), dict(policy.refused))
+        self._class_totals = now
+        if last is None or last[0] is not policy:  # a new policy: its totals are the period's
+            return now[1], now[2]
+        return (
+            {c: n - last[1].get(c, 0) for c, n in now[1].items()},
+            {c: n - last[2].get(c, 0) for c, n in now[2].items()},
         )
 
     def _buckets(self) -> dict[Any, TokenBucket]:

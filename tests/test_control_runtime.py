@@ -87,6 +87,22 @@ async def test_observation_counts_a_period() -> None:
     assert all(o.interval > 0 for o in seen)
 
 
+async def test_observation_counts_offered_and_refused_per_class() -> None:
+    """With a PerClass policy, each class's offered and refused events reach the controller."""
+    script = Scripted([])
+    policy = aseda.PerClass(
+        {"low": aseda.TokenBucket(0.001, burst=1), "high": None}, classify=lambda e: e[0]
+    )
+    stage = aseda.stage(name="s", admission=policy, control=[script])(ident)
+    async with aseda.Graph(stage).run(control_interval=0.001) as running:
+        # No checkpoint between these sends, so the first observation holds them all.
+        admitted = [running.send_lossy((cls, i)) for cls in ("low", "high") for i in range(3)]
+        copy = await wait_for(script, running, "s")
+    assert admitted == [True, False, False, True, True, True]
+    assert copy.seen[0].class_offered == {"low": 3, "high": 3}
+    assert copy.seen[0].class_refused == {"low": 2, "high": 0}
+
+
 async def test_rate_threshold_credits_degrade_actions() -> None:
     """Admission actions install or tune the policy; degrade switches the handler."""
 

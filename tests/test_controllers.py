@@ -1007,6 +1007,56 @@ def test_aimd_cuts_the_lowest_class_first() -> None:
     assert [(a.cls, round(a.value, 2)) for a in actions] == [("low", 0.05), ("mid", 14.95)]
 
 
+def test_aimd_recovers_once_a_deep_cut_has_emptied_the_stage() -> None:
+    """Cut to rate_min by a backlog, the stage drains and idles: with requests still being
+    refused, the next observation restores 90 % of capacity (a stale service time must not
+    keep the rate at the minimum for good)."""
+    controller = AIMD(1.0)
+    backlog = make(
+        interval=0.25,
+        queue_length=60,
+        completions=12,
+        arrivals=30,
+        busy=4,
+        response_samples=(1.6,) * 12,
+        service_samples=(0.6,) * 12,
+        rates={None: 50.0},
+    )
+    assert [a.value for a in controller.observe(backlog)] == [0.05]
+    idle = make(interval=0.25, refused=20, rates={None: 0.05})
+    actions = controller.observe(idle)
+    assert [a.value for a in actions] == [pytest.approx(0.9 * controller.capacity)]
+    assert actions[0].reason.startswith("idle <= 0.5 x target 1 s, fast recovery")
+
+
+def test_aimd_raises_the_highest_refused_class_first_up_to_its_demand() -> None:
+    """An increase goes to the highest class that was refused, up to 1.1 x what it offered;
+    the rest to the next class down; a class not refused gets nothing."""
+    controller = AIMD(0.2, classes=["low", "high"])
+    controller.capacity = 100.0
+    calm = make(
+        interval=1.0,
+        completions=10,
+        arrivals=10,
+        refused=120,
+        response_samples=(0.01,) * 10,
+        rates={"low": 5.0, "high": 5.0},
+        class_offered={"low": 60, "high": 50},
+        class_refused={"low": 60, "high": 45},
+    )
+    # fast recovery: +80/s in all; high takes 1.1 x 50 - 5 = 50, low the remaining 30.
+    actions = controller.observe(calm)
+    assert [(a.cls, round(a.value, 2)) for a in actions] == [("high", 55.0), ("low", 35.0)]
+    # Once high is no longer refused, an additive increase goes to low alone.
+    settled = dataclasses.replace(
+        calm,
+        rates={"low": 35.0, "high": 55.0},
+        class_offered={"low": 60, "high": 50},
+        class_refused={"low": 25, "high": 0},
+    )
+    assert [(a.cls, round(a.value, 2)) for a in controller.observe(settled)] == [("low", 37.0)]
+
+
 def test_aimd_degrade() -> None:
     """degrade=True: degrade over target, stop after degrade_hold periods under it."""
     controller = AIMD(0.2, degrade=True, degrade_hold=2)

@@ -20,7 +20,15 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
-from ._admission import Credits, PerClass, Refusal, Threshold, TokenBucket, normalize
+from ._admission import (
+    AdmissionPolicy,
+    Credits,
+    PerClass,
+    Refusal,
+    Threshold,
+    TokenBucket,
+    normalize,
+)
 from ._control import Action, Observation
 from ._errors import ConfigError, GraphClosed, Rejected, RoutingError
 from ._histogram import LatencyHistogram, LatencySummary
@@ -81,6 +89,33 @@ def _answer_calls(items: list[Any]) -> Any:
                     reply.resolve(value)
 
     return answer
+
+
+class _WithRate(AdmissionPolicy):
+    """A stage's own admission policy and the token bucket a rate controller installed."""
+
+    __slots__ = ("bucket", "policy")
+
+    def __init__(self, policy: Any, bucket: TokenBucket) -> None:
+        self.policy = policy
+        self.bucket = bucket
+
+    def __call__(self, event: Any, stage: Any) -> Refusal | None:
+        # The stage's own policy first: a refusal there spends no token.
+        return normalize(self.policy(event, stage)) or self.bucket(event, stage)
+
+    def admit_many(self, events: Sequence[Any], stage: Any) -> Refusal | None:
+        own = self.policy
+        if isinstance(own, AdmissionPolicy):
+            refusal = own.admit_many(events, stage)
+        else:
+            refusal = AdmissionPolicy.admit_many(self, events, stage)  # per event, then:
+            if refusal is None:
+                return None  # each event already passed both (the per-event check above)
+        return refusal or self.bucket.admit_many(events, stage)
+
+    def __repr__(self) -> str:
+        return f"{self.policy!r} + {self.bucket!r}"
 
 
 def _burst(rate: float) -> float:
@@ -943,6 +978,8 @@ class StageRun:
 
     def _buckets(self) -> dict[Any, TokenBucket]:
         policy = self.policy
+        if isinstance(policy, _WithRate):
+            return {None: policy.bucket}
         if isinstance(policy, TokenBucket):
             return {None: policy}
         if isinstance(policy, PerClass):
@@ -971,7 +1008,12 @@ class StageRun:
                 return self._cannot(controller, action, "its classes have no token bucket")
             if not buckets:  # a rate controller on a stage with no bucket: give it one
                 self.auto_bucket = TokenBucket(max(value, 1e-3), burst=_burst(value))
-                self.set_admission(self.auto_bucket)
+                # Beside the stage's own policy, if it has one: a controller must not
+                # silently drop a threshold (or anything else) the user declared.
+                own = self.policy
+                self.set_admission(
+                    self.auto_bucket if own is None else _WithRate(own, self.auto_bucket)
+                )
             elif action.cls in buckets:
                 bucket = buckets[action.cls]
                 bucket.rate = max(value, 1e-3)

@@ -127,6 +127,27 @@ async def test_rate_threshold_credits_degrade_actions() -> None:
         assert running.stats()["s"].admission == "Credits(3)"
 
 
+async def test_a_rate_action_keeps_the_stages_own_policy() -> None:
+    """A rate controller on a stage with a Threshold adds a bucket beside it, not instead."""
+    script = Scripted([Action("rate", 1000, "limit")])
+    gate = anyio.Event()
+
+    async def held(x: int) -> int:
+        await gate.wait()
+        return x
+
+    stage = aseda.stage(name="s", admission=aseda.Threshold(2), workers=1, control=[script])(held)
+    async with aseda.Graph(stage).run(control_interval=0.001) as running:
+        await wait_for(script, running, "s")
+        assert running.stats()["s"].admission.startswith("Threshold(2) + TokenBucket(rate=1000")
+        admitted = [running.send_lossy(i) for i in range(4)]
+        refusals = running.stats()["s"].refusals
+        gate.set()
+    # Two queued, then the threshold refuses (the bucket had tokens to spare).
+    assert admitted == [True, True, False, False]
+    assert refusals == {"over threshold": 2}
+
+
 async def test_switching_control_off_and_a_broken_controller() -> None:
     """set_control(False) stops observations; a controller that raises is removed, logged."""
 

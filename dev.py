@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The project's two commands, on a fresh clone with only python3 (>= 3.10) and pip.
 
-    python3 dev.py demo     run the load-spike demo
+    python3 dev.py demo     Haboob, the staged web server, under a load spike
     python3 dev.py test     run the whole test suite
     python3 dev.py lint     ruff and mypy --strict on aseda/
     python3 dev.py bench    run the hop benchmark (python3 dev.py bench -- --quick)
@@ -55,7 +55,7 @@ def main() -> int:
         return 0 if command == "help" else 2
     ensure_venv()
     if command == "demo":
-        return run("examples/spike_demo.py", *rest)
+        return run("examples/haboob/demo.py", *rest)
     if command == "test":
         return run("-m", "pytest", *rest)
     if command == "bench":

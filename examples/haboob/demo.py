@@ -124,7 +124,7 @@ def cli(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--spike-clients", type=int, default=PHASES[1][1])
     parser.add_argument(
-        "--lag-ms", type=float, default=20.0, help="shed while the loop lags more (0: off)"
+        "--lag-ms", type=float, default=0.0, help="shed while the loop lags more (0: off)"
     )
     parser.add_argument("--out", default=None, help="results directory (default: a temp dir)")
     args = parser.parse_args(argv)

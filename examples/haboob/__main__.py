@@ -44,7 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--target", type=float, default=0.05, help="AIMD target, seconds")
     parser.add_argument(
-        "--threshold", type=int, default=512, help="parse refuses while this many are queued"
+        "--threshold",
+        type=int,
+        default=None,
+        help="parse refuses while this many are queued (default: only a full queue)",
     )
     parser.add_argument("--read-workers", type=int, default=32, help="most read threads")
     parser.add_argument("--verbose", action="store_true", help="log aseda's info lines")

@@ -35,6 +35,10 @@ async def app(request: http.Request) -> Any:
         return "not a response"
     if path == "/inject":
         return http.Response(200, b"x", headers=[("x-bad", "a\r\nset-cookie: evil=1")])
+    if path == "/bad-name":
+        return http.Response(200, b"x", headers=[("x bad", "v")])
+    if path == "/bye":
+        return http.Response(200, b"bye", headers=[("Connection", "close")])
     if path == "/big":
         return http.Response(200, BIG, content_type="application/octet-stream")
     if path == "/echo":
@@ -252,6 +256,25 @@ async def test_header_injection_is_500() -> None:
     assert "set-cookie" not in response.headers and "x-bad" not in response.headers
     assert after.text == "hello /fine"
     assert server.statistics().errors == 1
+
+
+@pytest.mark.parametrize("path", ["/bad-name", "/inject"])
+async def test_invalid_response_headers_are_500_raw(path: str) -> None:
+    """An invalid header name or value never reaches the wire, byte for byte."""
+    async with served() as server:
+        answer = await raw(server, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 500 ")
+    assert b"x bad" not in answer and b"evil" not in answer
+
+
+async def test_a_response_may_close_the_connection() -> None:
+    """A response's own ``Connection: close`` closes the connection after it, once."""
+    async with served() as server:
+        answer = await raw(
+            server, b"GET /bye HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+    assert answer.count(b"HTTP/1.1 ") == 1 and answer.endswith(b"bye")
+    assert answer.lower().count(b"connection: close") == 1
 
 
 async def test_500_log_is_rate_limited() -> None:

@@ -724,10 +724,7 @@ def _keep_alive(head: h11.Request) -> bool:
 
 def _asks_close(headers: Sequence[tuple[str, str]]) -> bool:
     """Whether a response's own headers ask to close the connection (``Connection: close``)."""
-    for name, value in headers:
-        if name.lower() == "connection" and "close" in value.lower():
-            return True
-    return False
+    return any(name.lower() == "connection" and "close" in value.lower() for name, value in headers)
 
 
 async def _wrap(sock: socket.socket) -> SocketStream:

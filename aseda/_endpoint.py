@@ -48,6 +48,23 @@ _NO_PROMETHEUS = (
 )
 
 
+def stats_document(running: RunningGraph, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A running graph's stats as a JSON-safe document: ``stats().to_dict()`` (or ``data``)
+    plus ``"graph"`` (``"entry"``, ``"stages"``, ``"edges"``); NaN and infinities as None."""
+    if data is None:
+        data = running.stats().to_dict()
+    graph = running.graph
+    data["graph"] = {
+        "entry": graph.entry,
+        "stages": [s.name for s in graph.stages],
+        "edges": [
+            {"source": e.source, "target": e.target, "kind": e.kind, "back": e.back}
+            for e in graph.edges
+        ],
+    }
+    return cast("dict[str, Any]", _strict(data))
+
+
 class StatsEndpoint:
     """A running stats endpoint, given by ``async with aseda.serve_stats(running)``.
 
@@ -259,15 +276,7 @@ class StatsEndpoint:
                     "score": found.score,
                 }
         self._previous = stats
-        data["graph"] = {
-            "entry": graph.entry,
-            "stages": [s.name for s in graph.stages],
-            "edges": [
-                {"source": e.source, "target": e.target, "kind": e.kind, "back": e.back}
-                for e in graph.edges
-            ],
-        }
-        return cast("dict[str, Any]", _strict(data))
+        return stats_document(self.running, data)
 
     def _metrics(self, accept: str) -> tuple[int, str, bytes]:
         try:

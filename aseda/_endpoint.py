@@ -18,6 +18,7 @@ from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup
 
 from ._bottleneck import find_bottleneck
 from ._log import RateLimit, logger
+from ._serving import listening
 from ._stats import GraphStats
 
 if TYPE_CHECKING:
@@ -122,6 +123,10 @@ class StatsEndpoint:
         return f"<aseda.StatsEndpoint {self.url}>"
 
     # Serving --------------------------------------------------------------------------------
+
+    async def _shutdown(self, tg: TaskGroup) -> None:
+        """Leaving ``serve_stats``'s block: stop at once (a stats request is not worth a wait)."""
+        tg.cancel_scope.cancel()
 
     async def _accept_loop(self, listener: SocketListener, tg: TaskGroup) -> None:
         while True:
@@ -364,10 +369,9 @@ async def serve_stats(
     except ImportError as exc:
         raise ImportError(_NO_H11) from exc
     del h11
-    multi = await anyio.create_tcp_listener(local_host=host, local_port=port)
-    listeners = [cast(SocketListener, listener) for listener in multi.listeners]
-    try:
-        endpoint = StatsEndpoint(
+
+    def build(listeners: list[SocketListener]) -> StatsEndpoint:
+        return StatsEndpoint(
             running,
             listeners,
             timeout=connection_timeout,
@@ -375,23 +379,6 @@ async def serve_stats(
             max_connections=max_connections,
             registry=registry,
         )
-        body_error: Exception | None = None
-        async with anyio.create_task_group() as tg:
-            for listener in listeners:
-                tg.start_soon(endpoint._accept_loop, listener, tg)
-            try:
-                yield endpoint
-            except Exception as exc:
-                # The block's own error leaves as itself, not wrapped in a group: the
-                # server's tasks raise nothing of their own.
-                body_error = exc
-            finally:
-                tg.cancel_scope.cancel()
-        if body_error is not None:
-            try:
-                raise body_error
-            finally:
-                del body_error
-    finally:
-        with anyio.CancelScope(shield=True):
-            await multi.aclose()
+
+    async with listening(host, port, build) as endpoint:
+        yield endpoint

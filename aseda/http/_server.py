@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup
@@ -25,6 +25,7 @@ from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup
 from .._errors import Abandoned, ConfigError, Dropped, GraphClosed, Rejected
 from .._log import RateLimit, logger
 from .._refusals import OnRefuse, check_on_refuse
+from .._serving import listening
 from ._errors import HttpError
 from ._limits import Limits
 from ._messages import Response, _request, parse_target
@@ -814,10 +815,9 @@ async def serve(
         isinstance(retry_after, (int, float)) and 0 <= retry_after < math.inf
     ):
         raise ConfigError(f"retry_after must be a number of seconds, not {retry_after!r}")
-    multi = await anyio.create_tcp_listener(local_host=host, local_port=port)
-    listeners = [cast(SocketListener, listener) for listener in multi.listeners]
-    try:
-        server = HttpServer(
+
+    def build(listeners: list[SocketListener]) -> HttpServer:
+        return HttpServer(
             running,
             listeners,
             to=to,
@@ -826,26 +826,6 @@ async def serve(
             retry_after=retry_after,
             server_header=server_header,
         )
-        body_error: Exception | None = None
-        async with anyio.create_task_group() as tg:
-            for listener in listeners:
-                tg.start_soon(server._accept_loop, listener, tg)
-            try:
-                yield server
-            except Exception as exc:
-                # The block's own error leaves as itself, not wrapped in a group.
-                body_error = exc
-                tg.cancel_scope.cancel()
-            except BaseException:
-                tg.cancel_scope.cancel()
-                raise
-            else:
-                await server._shutdown(tg)
-        if body_error is not None:
-            try:
-                raise body_error
-            finally:
-                del body_error
-    finally:
-        with anyio.CancelScope(shield=True):
-            await multi.aclose()
+
+    async with listening(host, port, build) as server:
+        yield server

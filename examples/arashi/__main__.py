@@ -12,7 +12,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aseda
@@ -119,6 +119,20 @@ def _on_startup(app: Any, started: Any) -> Any:
     return wrapped
 
 
+@contextlib.asynccontextmanager
+async def _announced(
+    args: argparse.Namespace, arashi: Any, sock: socket.socket
+) -> AsyncIterator[None]:
+    """Once the service is up: the stats endpoint (with --stats-port), then the address line."""
+    async with contextlib.AsyncExitStack() as stack:
+        if args.stats_port is not None:
+            await stack.enter_async_context(
+                aseda.serve_stats(arashi.app.running, args.host, args.stats_port)
+            )
+        _listening(args.host, sock.getsockname()[1])
+        yield
+
+
 async def _until_started(started: Any, serving: Any) -> bool:
     """Wait for the startup event or the server's end; True if it started."""
     import asyncio
@@ -162,13 +176,8 @@ def run_uvicorn(arashi: Arashi, args: argparse.Namespace, sock: socket.socket) -
 
     async def main() -> None:
         serving = asyncio.ensure_future(server.serve(sockets=[sock]))
-        async with contextlib.AsyncExitStack() as stack:
-            if await _until_started(started, serving):
-                if args.stats_port is not None:
-                    await stack.enter_async_context(
-                        aseda.serve_stats(arashi.app.running, args.host, args.stats_port)
-                    )
-                _listening(args.host, sock.getsockname()[1])
+        up = await _until_started(started, serving)
+        async with _announced(args, arashi, sock) if up else contextlib.nullcontext():
             await serving
 
     def stop() -> None:
@@ -212,12 +221,7 @@ def run_hypercorn(arashi: Arashi, args: argparse.Namespace, sock: socket.socket)
                         task_status=task_status,
                     )
                 )
-                async with contextlib.AsyncExitStack() as stack:
-                    if args.stats_port is not None:
-                        await stack.enter_async_context(
-                            aseda.serve_stats(arashi.app.running, args.host, args.stats_port)
-                        )
-                    _listening(args.host, sock.getsockname()[1])
+                async with _announced(args, arashi, sock):
                     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                         async for _ in signals:
                             break
@@ -241,13 +245,8 @@ def run_hypercorn(arashi: Arashi, args: argparse.Namespace, sock: socket.socket)
                     shutdown_trigger=stopped.wait,
                 )
             )
-            async with contextlib.AsyncExitStack() as stack:
-                if await _until_started(started, serving):
-                    if args.stats_port is not None:
-                        await stack.enter_async_context(
-                            aseda.serve_stats(arashi.app.running, args.host, args.stats_port)
-                        )
-                    _listening(args.host, sock.getsockname()[1])
+            up = await _until_started(started, serving)
+            async with _announced(args, arashi, sock) if up else contextlib.nullcontext():
                 await serving
 
         asyncio.run(asyncio_main())

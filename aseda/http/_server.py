@@ -440,12 +440,17 @@ class HttpServer:
             # Hand it to the graph. -------------------------------------------------------
             connection.phase = _DISPATCH
             scope.deadline = math.inf
-            status, content_type, payload, headers, close = await self._dispatch(head, body, client)
+            keep_alive = _keep_alive(head)
+            status, content_type, payload, headers, close = await self._dispatch(
+                head, body, client, keep_alive
+            )
 
             # Write the answer. ----------------------------------------------------------
             connection.phase = _WRITE
             scope.deadline = now() + limits.write_timeout
-            close = close or self._closing or not _keep_alive(head) or _asks_close(headers)
+            close = (
+                close or self._closing or not keep_alive or bool(headers and _asks_close(headers))
+            )
             await self._respond(stream, head, status, content_type, payload, headers, close)
             if close:
                 # HTTP/1.0, Connection: close, or our own close. Linger, so that closing
@@ -486,7 +491,11 @@ class HttpServer:
         return 0
 
     async def _dispatch(
-        self, head: h11.Request, body: bytes, client: tuple[str, int] | None
+        self,
+        head: h11.Request,
+        body: bytes,
+        client: tuple[str, int] | None,
+        keep_alive: bool,
     ) -> tuple[int, bytes | str | None, bytes, Sequence[tuple[str, str]], bool]:
         """Call the graph: ``(status, content type, body, extra headers, close)``."""
         method = _METHODS.get(head.method) or head.method.decode("ascii")
@@ -496,11 +505,6 @@ class HttpServer:
             self._bad_requests += 1
             return self._page(400, None, head, close=True)
         version = _VERSIONS.get(head.http_version) or head.http_version.decode("ascii")
-        keep_alive = version == "1.1"
-        if keep_alive:
-            for name, value in head.headers:
-                if name == b"connection" and b"close" in value.lower():
-                    keep_alive = False
         request = _request(
             method, target, split[0], split[1], head.headers, body, version, client, keep_alive
         )
